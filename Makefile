@@ -1,0 +1,50 @@
+# xgpu: GPU pooling across hosts. `make help` lists the targets.
+
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+BIN       := bin
+PKGS      := ./...
+TESTFLAGS ?= -race -shuffle=on -timeout 25m
+
+.PHONY: help build test test-gpu bench generate lint check demo fuzz clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+build: ## build bin/xgpu
+	@mkdir -p $(BIN)
+	CGO_ENABLED=1 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/xgpu ./cmd/xgpu
+
+test: ## run every test that needs no GPU (race detector on, shuffled)
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+test-gpu: ## run the tests that need a GPU (build tag cuda), on a GPU machine
+	$(GO) test -tags cuda -timeout 25m -v $(PKGS)
+
+bench: build ## measure xgpu against baselines of the same run (see docs/bench.md)
+	$(BIN)/xgpu bench --json $(BIN)/bench.json
+
+generate: ## regenerate protobuf and other generated code
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) generate $(PKGS)
+
+lint: ## gofmt, go vet and the layering rules
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	CGO_ENABLED=0 $(GO) build ./...
+	$(GO) test -run TestLayering ./internal/layering
+
+check: lint ## lint, then check that go.mod and generated code are current
+	$(GO) mod tidy && git diff --exit-code go.mod go.sum
+	$(MAKE) generate && git diff --exit-code
+
+demo: build ## start a loopback demo cluster on the host backend (16 hosts x 4 GPUs)
+	$(BIN)/xgpu demo
+
+fuzz: ## run each fuzz target for a while (FUZZTIME=1m)
+	$(GO) test -run '^$$' -fuzz FuzzParseHeader -fuzztime $${FUZZTIME:-1m} ./internal/wire
+	$(GO) test -run '^$$' -fuzz FuzzReader -fuzztime $${FUZZTIME:-1m} ./internal/wire
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-1m} ./devicemap
+
+clean: ## remove build outputs
+	rm -rf $(BIN)

@@ -1,0 +1,146 @@
+package calls
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/xgpu/xgpu/internal/wire"
+)
+
+func full() Call {
+	return Call{Dev: 3, Dev2: 7, Stream: 11, Event: 13, Event2: 17, Dst: 0x1000_0000_1000, Src: 0x1000_4000_0000,
+		N: 1 << 20, Aux: 42, Aux2: 4, Text: "tok", Data: []byte{1, 2, 3}}
+}
+
+// masked returns c with only the fields op carries.
+func masked(op wire.Op, c Call) Call {
+	m := opFields[op]
+	var r Call
+	if m&fDev != 0 {
+		r.Dev = c.Dev
+	}
+	if m&fDev2 != 0 {
+		r.Dev2 = c.Dev2
+	}
+	if m&fStream != 0 {
+		r.Stream = c.Stream
+	}
+	if m&fEvent != 0 {
+		r.Event = c.Event
+	}
+	if m&fEvent2 != 0 {
+		r.Event2 = c.Event2
+	}
+	if m&fDst != 0 {
+		r.Dst = c.Dst
+	}
+	if m&fSrc != 0 {
+		r.Src = c.Src
+	}
+	if m&fN != 0 {
+		r.N = c.N
+	}
+	if m&fAux != 0 {
+		r.Aux = c.Aux
+	}
+	if m&fAux2 != 0 {
+		r.Aux2 = c.Aux2
+	}
+	if m&fText != 0 {
+		r.Text = c.Text
+	}
+	if m&fData != 0 {
+		r.Data = c.Data
+	}
+	return r
+}
+
+func equal(a, b Call) bool {
+	return a.Dev == b.Dev && a.Dev2 == b.Dev2 && a.Stream == b.Stream && a.Event == b.Event && a.Event2 == b.Event2 &&
+		a.Dst == b.Dst && a.Src == b.Src && a.N == b.N && a.Aux == b.Aux && a.Aux2 == b.Aux2 && a.Text == b.Text &&
+		string(a.Data) == string(b.Data)
+}
+
+func TestCallRoundTripEveryOp(t *testing.T) {
+	for op := wire.Op(1); op < opLimit; op++ {
+		t.Run(Name(op), func(t *testing.T) {
+			in := full()
+			var e wire.Enc
+			if err := in.Encode(op, &e); err != nil {
+				t.Fatalf("Encode: %v", err)
+			}
+			var out Call
+			if err := out.Decode(op, e.B); err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if want := masked(op, in); !equal(out, want) {
+				t.Fatalf("round trip: got %+v, want %+v", out, want)
+			}
+			if len(e.B) > 0 {
+				if err := out.Decode(op, e.B[:len(e.B)-1]); !errors.Is(err, wire.ErrTruncated) {
+					t.Fatalf("truncated body: err = %v, want ErrTruncated", err)
+				}
+			}
+			if err := out.Decode(op, append(e.B, 0)); !errors.Is(err, wire.ErrTrailing) {
+				t.Fatalf("trailing byte: err = %v, want ErrTrailing", err)
+			}
+		})
+	}
+}
+
+func TestUnknownOp(t *testing.T) {
+	var c Call
+	var e wire.Enc
+	for _, op := range []wire.Op{0, opLimit, 0xFFFF} {
+		if err := c.Encode(op, &e); !errors.Is(err, ErrUnknownOp) {
+			t.Errorf("Encode(%d) = %v, want ErrUnknownOp", op, err)
+		}
+		if err := c.Decode(op, nil); !errors.Is(err, ErrUnknownOp) {
+			t.Errorf("Decode(%d) = %v, want ErrUnknownOp", op, err)
+		}
+	}
+	if got := Name(0xFFFF); got != "Op(65535)" {
+		t.Errorf("Name(0xFFFF) = %q", got)
+	}
+}
+
+func TestReplyRoundTrip(t *testing.T) {
+	in := Reply{Status: 700, V1: 1 << 40, V2: F32Bits(1.5), Data: []byte("abc")}
+	var e wire.Enc
+	if err := in.Encode(&e); err != nil {
+		t.Fatal(err)
+	}
+	var out Reply
+	if err := out.Decode(e.B); err != nil {
+		t.Fatal(err)
+	}
+	if out.Status != in.Status || out.V1 != in.V1 || F32From(out.V2) != 1.5 || string(out.Data) != "abc" {
+		t.Fatalf("got %+v", out)
+	}
+	if err := out.Decode(e.B[:5]); err == nil {
+		t.Fatal("short reply decoded without error")
+	}
+}
+
+func FuzzCallDecode(f *testing.F) {
+	for op := wire.Op(1); op < opLimit; op++ {
+		c := full()
+		var e wire.Enc
+		_ = c.Encode(op, &e)
+		f.Add(uint16(op), e.B)
+	}
+	f.Fuzz(func(t *testing.T, op uint16, body []byte) {
+		var c Call
+		if err := c.Decode(wire.Op(op), body); err == nil {
+			var e wire.Enc
+			if err := c.Encode(wire.Op(op), &e); err != nil {
+				t.Fatalf("decoded call does not re-encode: %v", err)
+			}
+			if string(e.B) != string(body) {
+				t.Fatalf("re-encoding differs")
+			}
+		}
+		var r Reply
+		_ = r.Decode(body)
+	})
+}
