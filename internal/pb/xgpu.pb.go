@@ -165,7 +165,7 @@ func (x Lease_State) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Lease_State.Descriptor instead.
 func (Lease_State) EnumDescriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{14, 0}
+	return file_xgpu_proto_rawDescGZIP(), []int{22, 0}
 }
 
 // A link from one physical GPU to another GPU of the same host.
@@ -649,6 +649,466 @@ func (x *HealthResponse) GetSessions() int32 {
 	return 0
 }
 
+// One logical device of a session: a vGPU of this server and the address
+// window the client's device map gives it.
+type SessionDevice struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LogicalIndex  int32                  `protobuf:"varint,1,opt,name=logical_index,json=logicalIndex,proto3" json:"logical_index,omitempty"` // index in the client's device map
+	Vgpu          string                 `protobuf:"bytes,2,opt,name=vgpu,proto3" json:"vgpu,omitempty"`                                      // vGPU id, "<gpu uuid>/<slot>"
+	WindowBase    uint64                 `protobuf:"varint,3,opt,name=window_base,json=windowBase,proto3" json:"window_base,omitempty"`
+	WindowSize    uint64                 `protobuf:"varint,4,opt,name=window_size,json=windowSize,proto3" json:"window_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionDevice) Reset() {
+	*x = SessionDevice{}
+	mi := &file_xgpu_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionDevice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionDevice) ProtoMessage() {}
+
+func (x *SessionDevice) ProtoReflect() protoreflect.Message {
+	mi := &file_xgpu_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionDevice.ProtoReflect.Descriptor instead.
+func (*SessionDevice) Descriptor() ([]byte, []int) {
+	return file_xgpu_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SessionDevice) GetLogicalIndex() int32 {
+	if x != nil {
+		return x.LogicalIndex
+	}
+	return 0
+}
+
+func (x *SessionDevice) GetVgpu() string {
+	if x != nil {
+		return x.Vgpu
+	}
+	return ""
+}
+
+func (x *SessionDevice) GetWindowBase() uint64 {
+	if x != nil {
+		return x.WindowBase
+	}
+	return 0
+}
+
+func (x *SessionDevice) GetWindowSize() uint64 {
+	if x != nil {
+		return x.WindowSize
+	}
+	return 0
+}
+
+type OpenSessionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeaseId       string                 `protobuf:"bytes,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"` // checked with the aggregator when the server has one
+	Devices       []*SessionDevice       `protobuf:"bytes,2,rep,name=devices,proto3" json:"devices,omitempty"`
+	Client        string                 `protobuf:"bytes,3,opt,name=client,proto3" json:"client,omitempty"` // free text naming the client (user@host pid)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenSessionRequest) Reset() {
+	*x = OpenSessionRequest{}
+	mi := &file_xgpu_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenSessionRequest) ProtoMessage() {}
+
+func (x *OpenSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_xgpu_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenSessionRequest.ProtoReflect.Descriptor instead.
+func (*OpenSessionRequest) Descriptor() ([]byte, []int) {
+	return file_xgpu_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *OpenSessionRequest) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *OpenSessionRequest) GetDevices() []*SessionDevice {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *OpenSessionRequest) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+type OpenSessionResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	SessionId   string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Token       []byte                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`                                // presented in the first frame on the data connection
+	DataAddress string                 `protobuf:"bytes,3,opt,name=data_address,json=dataAddress,proto3" json:"data_address,omitempty"` // QUIC address of the session's worker, host:port
+	WorkerPid   int32                  `protobuf:"varint,4,opt,name=worker_pid,json=workerPid,proto3" json:"worker_pid,omitempty"`
+	// SHA-256 of the worker's TLS certificate, for pinning in dev mode, where
+	// no cluster CA signs it.
+	CertSha256    []byte `protobuf:"bytes,5,opt,name=cert_sha256,json=certSha256,proto3" json:"cert_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenSessionResponse) Reset() {
+	*x = OpenSessionResponse{}
+	mi := &file_xgpu_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenSessionResponse) ProtoMessage() {}
+
+func (x *OpenSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_xgpu_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenSessionResponse.ProtoReflect.Descriptor instead.
+func (*OpenSessionResponse) Descriptor() ([]byte, []int) {
+	return file_xgpu_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *OpenSessionResponse) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *OpenSessionResponse) GetToken() []byte {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *OpenSessionResponse) GetDataAddress() string {
+	if x != nil {
+		return x.DataAddress
+	}
+	return ""
+}
+
+func (x *OpenSessionResponse) GetWorkerPid() int32 {
+	if x != nil {
+		return x.WorkerPid
+	}
+	return 0
+}
+
+func (x *OpenSessionResponse) GetCertSha256() []byte {
+	if x != nil {
+		return x.CertSha256
+	}
+	return nil
+}
+
+type CloseSessionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Token         []byte                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseSessionRequest) Reset() {
+	*x = CloseSessionRequest{}
+	mi := &file_xgpu_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseSessionRequest) ProtoMessage() {}
+
+func (x *CloseSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_xgpu_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseSessionRequest.ProtoReflect.Descriptor instead.
+func (*CloseSessionRequest) Descriptor() ([]byte, []int) {
+	return file_xgpu_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CloseSessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *CloseSessionRequest) GetToken() []byte {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+type CloseSessionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloseSessionResponse) Reset() {
+	*x = CloseSessionResponse{}
+	mi := &file_xgpu_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloseSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloseSessionResponse) ProtoMessage() {}
+
+func (x *CloseSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_xgpu_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloseSessionResponse.ProtoReflect.Descriptor instead.
+func (*CloseSessionResponse) Descriptor() ([]byte, []int) {
+	return file_xgpu_proto_rawDescGZIP(), []int{11}
+}
+
+type ListSessionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionsRequest) Reset() {
+	*x = ListSessionsRequest{}
+	mi := &file_xgpu_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionsRequest) ProtoMessage() {}
+
+func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_xgpu_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
+func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_xgpu_proto_rawDescGZIP(), []int{12}
+}
+
+type SessionInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	LeaseId       string                 `protobuf:"bytes,2,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	Client        string                 `protobuf:"bytes,3,opt,name=client,proto3" json:"client,omitempty"`
+	Vgpus         []string               `protobuf:"bytes,4,rep,name=vgpus,proto3" json:"vgpus,omitempty"`
+	WorkerPid     int32                  `protobuf:"varint,5,opt,name=worker_pid,json=workerPid,proto3" json:"worker_pid,omitempty"`
+	StartedUnixMs int64                  `protobuf:"varint,6,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionInfo) Reset() {
+	*x = SessionInfo{}
+	mi := &file_xgpu_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionInfo) ProtoMessage() {}
+
+func (x *SessionInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_xgpu_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionInfo.ProtoReflect.Descriptor instead.
+func (*SessionInfo) Descriptor() ([]byte, []int) {
+	return file_xgpu_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SessionInfo) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *SessionInfo) GetLeaseId() string {
+	if x != nil {
+		return x.LeaseId
+	}
+	return ""
+}
+
+func (x *SessionInfo) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *SessionInfo) GetVgpus() []string {
+	if x != nil {
+		return x.Vgpus
+	}
+	return nil
+}
+
+func (x *SessionInfo) GetWorkerPid() int32 {
+	if x != nil {
+		return x.WorkerPid
+	}
+	return 0
+}
+
+func (x *SessionInfo) GetStartedUnixMs() int64 {
+	if x != nil {
+		return x.StartedUnixMs
+	}
+	return 0
+}
+
+type ListSessionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sessions      []*SessionInfo         `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionsResponse) Reset() {
+	*x = ListSessionsResponse{}
+	mi := &file_xgpu_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionsResponse) ProtoMessage() {}
+
+func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_xgpu_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
+func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_xgpu_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListSessionsResponse) GetSessions() []*SessionInfo {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
 type RegisterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Inventory     *Inventory             `protobuf:"bytes,1,opt,name=inventory,proto3" json:"inventory,omitempty"`
@@ -659,7 +1119,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_xgpu_proto_msgTypes[7]
+	mi := &file_xgpu_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +1131,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[7]
+	mi := &file_xgpu_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +1144,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{7}
+	return file_xgpu_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RegisterRequest) GetInventory() *Inventory {
@@ -711,7 +1171,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_xgpu_proto_msgTypes[8]
+	mi := &file_xgpu_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +1183,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[8]
+	mi := &file_xgpu_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +1196,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{8}
+	return file_xgpu_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
@@ -763,7 +1223,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_xgpu_proto_msgTypes[9]
+	mi := &file_xgpu_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +1235,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[9]
+	mi := &file_xgpu_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +1248,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{9}
+	return file_xgpu_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HeartbeatRequest) GetServerId() string {
@@ -813,7 +1273,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_xgpu_proto_msgTypes[10]
+	mi := &file_xgpu_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +1285,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[10]
+	mi := &file_xgpu_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +1298,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{10}
+	return file_xgpu_proto_rawDescGZIP(), []int{18}
 }
 
 type DeregisterRequest struct {
@@ -851,7 +1311,7 @@ type DeregisterRequest struct {
 
 func (x *DeregisterRequest) Reset() {
 	*x = DeregisterRequest{}
-	mi := &file_xgpu_proto_msgTypes[11]
+	mi := &file_xgpu_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +1323,7 @@ func (x *DeregisterRequest) String() string {
 func (*DeregisterRequest) ProtoMessage() {}
 
 func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[11]
+	mi := &file_xgpu_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +1336,7 @@ func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterRequest) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{11}
+	return file_xgpu_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeregisterRequest) GetServerId() string {
@@ -901,7 +1361,7 @@ type DeregisterResponse struct {
 
 func (x *DeregisterResponse) Reset() {
 	*x = DeregisterResponse{}
-	mi := &file_xgpu_proto_msgTypes[12]
+	mi := &file_xgpu_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1373,7 @@ func (x *DeregisterResponse) String() string {
 func (*DeregisterResponse) ProtoMessage() {}
 
 func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[12]
+	mi := &file_xgpu_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1386,7 @@ func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterResponse) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{12}
+	return file_xgpu_proto_rawDescGZIP(), []int{20}
 }
 
 type AllocateRequest struct {
@@ -942,7 +1402,7 @@ type AllocateRequest struct {
 
 func (x *AllocateRequest) Reset() {
 	*x = AllocateRequest{}
-	mi := &file_xgpu_proto_msgTypes[13]
+	mi := &file_xgpu_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -954,7 +1414,7 @@ func (x *AllocateRequest) String() string {
 func (*AllocateRequest) ProtoMessage() {}
 
 func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[13]
+	mi := &file_xgpu_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -967,7 +1427,7 @@ func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateRequest.ProtoReflect.Descriptor instead.
 func (*AllocateRequest) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{13}
+	return file_xgpu_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AllocateRequest) GetCount() int32 {
@@ -1021,7 +1481,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_xgpu_proto_msgTypes[14]
+	mi := &file_xgpu_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1493,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[14]
+	mi := &file_xgpu_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1506,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{14}
+	return file_xgpu_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Lease) GetId() string {
@@ -1114,7 +1574,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_xgpu_proto_msgTypes[15]
+	mi := &file_xgpu_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1586,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[15]
+	mi := &file_xgpu_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1599,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{15}
+	return file_xgpu_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RenewRequest) GetLeaseId() string {
@@ -1158,7 +1618,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_xgpu_proto_msgTypes[16]
+	mi := &file_xgpu_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1630,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[16]
+	mi := &file_xgpu_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1643,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{16}
+	return file_xgpu_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReleaseRequest) GetLeaseId() string {
@@ -1201,7 +1661,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_xgpu_proto_msgTypes[17]
+	mi := &file_xgpu_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1673,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[17]
+	mi := &file_xgpu_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1686,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{17}
+	return file_xgpu_proto_rawDescGZIP(), []int{25}
 }
 
 type GetLeaseRequest struct {
@@ -1238,7 +1698,7 @@ type GetLeaseRequest struct {
 
 func (x *GetLeaseRequest) Reset() {
 	*x = GetLeaseRequest{}
-	mi := &file_xgpu_proto_msgTypes[18]
+	mi := &file_xgpu_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1710,7 @@ func (x *GetLeaseRequest) String() string {
 func (*GetLeaseRequest) ProtoMessage() {}
 
 func (x *GetLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[18]
+	mi := &file_xgpu_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1723,7 @@ func (x *GetLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLeaseRequest.ProtoReflect.Descriptor instead.
 func (*GetLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{18}
+	return file_xgpu_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetLeaseRequest) GetLeaseId() string {
@@ -1281,7 +1741,7 @@ type ListLeasesRequest struct {
 
 func (x *ListLeasesRequest) Reset() {
 	*x = ListLeasesRequest{}
-	mi := &file_xgpu_proto_msgTypes[19]
+	mi := &file_xgpu_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1753,7 @@ func (x *ListLeasesRequest) String() string {
 func (*ListLeasesRequest) ProtoMessage() {}
 
 func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[19]
+	mi := &file_xgpu_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1766,7 @@ func (x *ListLeasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesRequest.ProtoReflect.Descriptor instead.
 func (*ListLeasesRequest) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{19}
+	return file_xgpu_proto_rawDescGZIP(), []int{27}
 }
 
 type ListLeasesResponse struct {
@@ -1318,7 +1778,7 @@ type ListLeasesResponse struct {
 
 func (x *ListLeasesResponse) Reset() {
 	*x = ListLeasesResponse{}
-	mi := &file_xgpu_proto_msgTypes[20]
+	mi := &file_xgpu_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1790,7 @@ func (x *ListLeasesResponse) String() string {
 func (*ListLeasesResponse) ProtoMessage() {}
 
 func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[20]
+	mi := &file_xgpu_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1803,7 @@ func (x *ListLeasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListLeasesResponse.ProtoReflect.Descriptor instead.
 func (*ListLeasesResponse) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{20}
+	return file_xgpu_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListLeasesResponse) GetLeases() []*Lease {
@@ -1361,7 +1821,7 @@ type PoolRequest struct {
 
 func (x *PoolRequest) Reset() {
 	*x = PoolRequest{}
-	mi := &file_xgpu_proto_msgTypes[21]
+	mi := &file_xgpu_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1833,7 @@ func (x *PoolRequest) String() string {
 func (*PoolRequest) ProtoMessage() {}
 
 func (x *PoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[21]
+	mi := &file_xgpu_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1846,7 @@ func (x *PoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolRequest.ProtoReflect.Descriptor instead.
 func (*PoolRequest) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{21}
+	return file_xgpu_proto_rawDescGZIP(), []int{29}
 }
 
 type PoolServer struct {
@@ -1400,7 +1860,7 @@ type PoolServer struct {
 
 func (x *PoolServer) Reset() {
 	*x = PoolServer{}
-	mi := &file_xgpu_proto_msgTypes[22]
+	mi := &file_xgpu_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1872,7 @@ func (x *PoolServer) String() string {
 func (*PoolServer) ProtoMessage() {}
 
 func (x *PoolServer) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[22]
+	mi := &file_xgpu_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1885,7 @@ func (x *PoolServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolServer.ProtoReflect.Descriptor instead.
 func (*PoolServer) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{22}
+	return file_xgpu_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PoolServer) GetInventory() *Inventory {
@@ -1462,7 +1922,7 @@ type PoolResponse struct {
 
 func (x *PoolResponse) Reset() {
 	*x = PoolResponse{}
-	mi := &file_xgpu_proto_msgTypes[23]
+	mi := &file_xgpu_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1934,7 @@ func (x *PoolResponse) String() string {
 func (*PoolResponse) ProtoMessage() {}
 
 func (x *PoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_xgpu_proto_msgTypes[23]
+	mi := &file_xgpu_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1947,7 @@ func (x *PoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolResponse.ProtoReflect.Descriptor instead.
 func (*PoolResponse) Descriptor() ([]byte, []int) {
-	return file_xgpu_proto_rawDescGZIP(), []int{23}
+	return file_xgpu_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PoolResponse) GetServers() []*PoolServer {
@@ -1556,7 +2016,44 @@ const file_xgpu_proto_rawDesc = "" +
 	"\x06Status\x12\v\n" +
 	"\aUNKNOWN\x10\x00\x12\v\n" +
 	"\aSERVING\x10\x01\x12\x0f\n" +
-	"\vNOT_SERVING\x10\x02\"_\n" +
+	"\vNOT_SERVING\x10\x02\"\x8a\x01\n" +
+	"\rSessionDevice\x12#\n" +
+	"\rlogical_index\x18\x01 \x01(\x05R\flogicalIndex\x12\x12\n" +
+	"\x04vgpu\x18\x02 \x01(\tR\x04vgpu\x12\x1f\n" +
+	"\vwindow_base\x18\x03 \x01(\x04R\n" +
+	"windowBase\x12\x1f\n" +
+	"\vwindow_size\x18\x04 \x01(\x04R\n" +
+	"windowSize\"y\n" +
+	"\x12OpenSessionRequest\x12\x19\n" +
+	"\blease_id\x18\x01 \x01(\tR\aleaseId\x120\n" +
+	"\adevices\x18\x02 \x03(\v2\x16.xgpu.v1.SessionDeviceR\adevices\x12\x16\n" +
+	"\x06client\x18\x03 \x01(\tR\x06client\"\xad\x01\n" +
+	"\x13OpenSessionResponse\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\fR\x05token\x12!\n" +
+	"\fdata_address\x18\x03 \x01(\tR\vdataAddress\x12\x1d\n" +
+	"\n" +
+	"worker_pid\x18\x04 \x01(\x05R\tworkerPid\x12\x1f\n" +
+	"\vcert_sha256\x18\x05 \x01(\fR\n" +
+	"certSha256\"J\n" +
+	"\x13CloseSessionRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x14\n" +
+	"\x05token\x18\x02 \x01(\fR\x05token\"\x16\n" +
+	"\x14CloseSessionResponse\"\x15\n" +
+	"\x13ListSessionsRequest\"\xbc\x01\n" +
+	"\vSessionInfo\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x19\n" +
+	"\blease_id\x18\x02 \x01(\tR\aleaseId\x12\x16\n" +
+	"\x06client\x18\x03 \x01(\tR\x06client\x12\x14\n" +
+	"\x05vgpus\x18\x04 \x03(\tR\x05vgpus\x12\x1d\n" +
+	"\n" +
+	"worker_pid\x18\x05 \x01(\x05R\tworkerPid\x12&\n" +
+	"\x0fstarted_unix_ms\x18\x06 \x01(\x03R\rstartedUnixMs\"H\n" +
+	"\x14ListSessionsResponse\x120\n" +
+	"\bsessions\x18\x01 \x03(\v2\x14.xgpu.v1.SessionInfoR\bsessions\"_\n" +
 	"\x0fRegisterRequest\x120\n" +
 	"\tinventory\x18\x01 \x01(\v2\x12.xgpu.v1.InventoryR\tinventory\x12\x1a\n" +
 	"\binstance\x18\x02 \x01(\tR\binstance\"x\n" +
@@ -1618,10 +2115,13 @@ const file_xgpu_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*5\n" +
 	"\tPlacement\x12\x12\n" +
 	"\x0ePLACEMENT_PACK\x10\x00\x12\x14\n" +
-	"\x10PLACEMENT_SPREAD\x10\x012\x7f\n" +
+	"\x10PLACEMENT_SPREAD\x10\x012\xe3\x02\n" +
 	"\x06Server\x12:\n" +
 	"\tInventory\x12\x19.xgpu.v1.InventoryRequest\x1a\x12.xgpu.v1.Inventory\x129\n" +
-	"\x06Health\x12\x16.xgpu.v1.HealthRequest\x1a\x17.xgpu.v1.HealthResponse2\xae\x04\n" +
+	"\x06Health\x12\x16.xgpu.v1.HealthRequest\x1a\x17.xgpu.v1.HealthResponse\x12H\n" +
+	"\vOpenSession\x12\x1b.xgpu.v1.OpenSessionRequest\x1a\x1c.xgpu.v1.OpenSessionResponse\x12K\n" +
+	"\fCloseSession\x12\x1c.xgpu.v1.CloseSessionRequest\x1a\x1d.xgpu.v1.CloseSessionResponse\x12K\n" +
+	"\fListSessions\x12\x1c.xgpu.v1.ListSessionsRequest\x1a\x1d.xgpu.v1.ListSessionsResponse2\xae\x04\n" +
 	"\n" +
 	"Aggregator\x12?\n" +
 	"\bRegister\x12\x18.xgpu.v1.RegisterRequest\x1a\x19.xgpu.v1.RegisterResponse\x12B\n" +
@@ -1649,76 +2149,92 @@ func file_xgpu_proto_rawDescGZIP() []byte {
 }
 
 var file_xgpu_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_xgpu_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_xgpu_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_xgpu_proto_goTypes = []any{
-	(Placement)(0),             // 0: xgpu.v1.Placement
-	(HealthResponse_Status)(0), // 1: xgpu.v1.HealthResponse.Status
-	(Lease_State)(0),           // 2: xgpu.v1.Lease.State
-	(*PeerLink)(nil),           // 3: xgpu.v1.PeerLink
-	(*GPU)(nil),                // 4: xgpu.v1.GPU
-	(*VGPU)(nil),               // 5: xgpu.v1.VGPU
-	(*Inventory)(nil),          // 6: xgpu.v1.Inventory
-	(*InventoryRequest)(nil),   // 7: xgpu.v1.InventoryRequest
-	(*HealthRequest)(nil),      // 8: xgpu.v1.HealthRequest
-	(*HealthResponse)(nil),     // 9: xgpu.v1.HealthResponse
-	(*RegisterRequest)(nil),    // 10: xgpu.v1.RegisterRequest
-	(*RegisterResponse)(nil),   // 11: xgpu.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),   // 12: xgpu.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),  // 13: xgpu.v1.HeartbeatResponse
-	(*DeregisterRequest)(nil),  // 14: xgpu.v1.DeregisterRequest
-	(*DeregisterResponse)(nil), // 15: xgpu.v1.DeregisterResponse
-	(*AllocateRequest)(nil),    // 16: xgpu.v1.AllocateRequest
-	(*Lease)(nil),              // 17: xgpu.v1.Lease
-	(*RenewRequest)(nil),       // 18: xgpu.v1.RenewRequest
-	(*ReleaseRequest)(nil),     // 19: xgpu.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),    // 20: xgpu.v1.ReleaseResponse
-	(*GetLeaseRequest)(nil),    // 21: xgpu.v1.GetLeaseRequest
-	(*ListLeasesRequest)(nil),  // 22: xgpu.v1.ListLeasesRequest
-	(*ListLeasesResponse)(nil), // 23: xgpu.v1.ListLeasesResponse
-	(*PoolRequest)(nil),        // 24: xgpu.v1.PoolRequest
-	(*PoolServer)(nil),         // 25: xgpu.v1.PoolServer
-	(*PoolResponse)(nil),       // 26: xgpu.v1.PoolResponse
-	nil,                        // 27: xgpu.v1.PoolResponse.LeasedEntry
+	(Placement)(0),               // 0: xgpu.v1.Placement
+	(HealthResponse_Status)(0),   // 1: xgpu.v1.HealthResponse.Status
+	(Lease_State)(0),             // 2: xgpu.v1.Lease.State
+	(*PeerLink)(nil),             // 3: xgpu.v1.PeerLink
+	(*GPU)(nil),                  // 4: xgpu.v1.GPU
+	(*VGPU)(nil),                 // 5: xgpu.v1.VGPU
+	(*Inventory)(nil),            // 6: xgpu.v1.Inventory
+	(*InventoryRequest)(nil),     // 7: xgpu.v1.InventoryRequest
+	(*HealthRequest)(nil),        // 8: xgpu.v1.HealthRequest
+	(*HealthResponse)(nil),       // 9: xgpu.v1.HealthResponse
+	(*SessionDevice)(nil),        // 10: xgpu.v1.SessionDevice
+	(*OpenSessionRequest)(nil),   // 11: xgpu.v1.OpenSessionRequest
+	(*OpenSessionResponse)(nil),  // 12: xgpu.v1.OpenSessionResponse
+	(*CloseSessionRequest)(nil),  // 13: xgpu.v1.CloseSessionRequest
+	(*CloseSessionResponse)(nil), // 14: xgpu.v1.CloseSessionResponse
+	(*ListSessionsRequest)(nil),  // 15: xgpu.v1.ListSessionsRequest
+	(*SessionInfo)(nil),          // 16: xgpu.v1.SessionInfo
+	(*ListSessionsResponse)(nil), // 17: xgpu.v1.ListSessionsResponse
+	(*RegisterRequest)(nil),      // 18: xgpu.v1.RegisterRequest
+	(*RegisterResponse)(nil),     // 19: xgpu.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),     // 20: xgpu.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),    // 21: xgpu.v1.HeartbeatResponse
+	(*DeregisterRequest)(nil),    // 22: xgpu.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),   // 23: xgpu.v1.DeregisterResponse
+	(*AllocateRequest)(nil),      // 24: xgpu.v1.AllocateRequest
+	(*Lease)(nil),                // 25: xgpu.v1.Lease
+	(*RenewRequest)(nil),         // 26: xgpu.v1.RenewRequest
+	(*ReleaseRequest)(nil),       // 27: xgpu.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),      // 28: xgpu.v1.ReleaseResponse
+	(*GetLeaseRequest)(nil),      // 29: xgpu.v1.GetLeaseRequest
+	(*ListLeasesRequest)(nil),    // 30: xgpu.v1.ListLeasesRequest
+	(*ListLeasesResponse)(nil),   // 31: xgpu.v1.ListLeasesResponse
+	(*PoolRequest)(nil),          // 32: xgpu.v1.PoolRequest
+	(*PoolServer)(nil),           // 33: xgpu.v1.PoolServer
+	(*PoolResponse)(nil),         // 34: xgpu.v1.PoolResponse
+	nil,                          // 35: xgpu.v1.PoolResponse.LeasedEntry
 }
 var file_xgpu_proto_depIdxs = []int32{
 	3,  // 0: xgpu.v1.GPU.peers:type_name -> xgpu.v1.PeerLink
 	4,  // 1: xgpu.v1.Inventory.gpus:type_name -> xgpu.v1.GPU
 	5,  // 2: xgpu.v1.Inventory.vgpus:type_name -> xgpu.v1.VGPU
 	1,  // 3: xgpu.v1.HealthResponse.status:type_name -> xgpu.v1.HealthResponse.Status
-	6,  // 4: xgpu.v1.RegisterRequest.inventory:type_name -> xgpu.v1.Inventory
-	0,  // 5: xgpu.v1.AllocateRequest.placement:type_name -> xgpu.v1.Placement
-	2,  // 6: xgpu.v1.Lease.state:type_name -> xgpu.v1.Lease.State
-	17, // 7: xgpu.v1.ListLeasesResponse.leases:type_name -> xgpu.v1.Lease
-	6,  // 8: xgpu.v1.PoolServer.inventory:type_name -> xgpu.v1.Inventory
-	25, // 9: xgpu.v1.PoolResponse.servers:type_name -> xgpu.v1.PoolServer
-	27, // 10: xgpu.v1.PoolResponse.leased:type_name -> xgpu.v1.PoolResponse.LeasedEntry
-	7,  // 11: xgpu.v1.Server.Inventory:input_type -> xgpu.v1.InventoryRequest
-	8,  // 12: xgpu.v1.Server.Health:input_type -> xgpu.v1.HealthRequest
-	10, // 13: xgpu.v1.Aggregator.Register:input_type -> xgpu.v1.RegisterRequest
-	12, // 14: xgpu.v1.Aggregator.Heartbeat:input_type -> xgpu.v1.HeartbeatRequest
-	14, // 15: xgpu.v1.Aggregator.Deregister:input_type -> xgpu.v1.DeregisterRequest
-	16, // 16: xgpu.v1.Aggregator.Allocate:input_type -> xgpu.v1.AllocateRequest
-	18, // 17: xgpu.v1.Aggregator.Renew:input_type -> xgpu.v1.RenewRequest
-	19, // 18: xgpu.v1.Aggregator.Release:input_type -> xgpu.v1.ReleaseRequest
-	21, // 19: xgpu.v1.Aggregator.GetLease:input_type -> xgpu.v1.GetLeaseRequest
-	22, // 20: xgpu.v1.Aggregator.ListLeases:input_type -> xgpu.v1.ListLeasesRequest
-	24, // 21: xgpu.v1.Aggregator.Pool:input_type -> xgpu.v1.PoolRequest
-	6,  // 22: xgpu.v1.Server.Inventory:output_type -> xgpu.v1.Inventory
-	9,  // 23: xgpu.v1.Server.Health:output_type -> xgpu.v1.HealthResponse
-	11, // 24: xgpu.v1.Aggregator.Register:output_type -> xgpu.v1.RegisterResponse
-	13, // 25: xgpu.v1.Aggregator.Heartbeat:output_type -> xgpu.v1.HeartbeatResponse
-	15, // 26: xgpu.v1.Aggregator.Deregister:output_type -> xgpu.v1.DeregisterResponse
-	17, // 27: xgpu.v1.Aggregator.Allocate:output_type -> xgpu.v1.Lease
-	17, // 28: xgpu.v1.Aggregator.Renew:output_type -> xgpu.v1.Lease
-	20, // 29: xgpu.v1.Aggregator.Release:output_type -> xgpu.v1.ReleaseResponse
-	17, // 30: xgpu.v1.Aggregator.GetLease:output_type -> xgpu.v1.Lease
-	23, // 31: xgpu.v1.Aggregator.ListLeases:output_type -> xgpu.v1.ListLeasesResponse
-	26, // 32: xgpu.v1.Aggregator.Pool:output_type -> xgpu.v1.PoolResponse
-	22, // [22:33] is the sub-list for method output_type
-	11, // [11:22] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	10, // 4: xgpu.v1.OpenSessionRequest.devices:type_name -> xgpu.v1.SessionDevice
+	16, // 5: xgpu.v1.ListSessionsResponse.sessions:type_name -> xgpu.v1.SessionInfo
+	6,  // 6: xgpu.v1.RegisterRequest.inventory:type_name -> xgpu.v1.Inventory
+	0,  // 7: xgpu.v1.AllocateRequest.placement:type_name -> xgpu.v1.Placement
+	2,  // 8: xgpu.v1.Lease.state:type_name -> xgpu.v1.Lease.State
+	25, // 9: xgpu.v1.ListLeasesResponse.leases:type_name -> xgpu.v1.Lease
+	6,  // 10: xgpu.v1.PoolServer.inventory:type_name -> xgpu.v1.Inventory
+	33, // 11: xgpu.v1.PoolResponse.servers:type_name -> xgpu.v1.PoolServer
+	35, // 12: xgpu.v1.PoolResponse.leased:type_name -> xgpu.v1.PoolResponse.LeasedEntry
+	7,  // 13: xgpu.v1.Server.Inventory:input_type -> xgpu.v1.InventoryRequest
+	8,  // 14: xgpu.v1.Server.Health:input_type -> xgpu.v1.HealthRequest
+	11, // 15: xgpu.v1.Server.OpenSession:input_type -> xgpu.v1.OpenSessionRequest
+	13, // 16: xgpu.v1.Server.CloseSession:input_type -> xgpu.v1.CloseSessionRequest
+	15, // 17: xgpu.v1.Server.ListSessions:input_type -> xgpu.v1.ListSessionsRequest
+	18, // 18: xgpu.v1.Aggregator.Register:input_type -> xgpu.v1.RegisterRequest
+	20, // 19: xgpu.v1.Aggregator.Heartbeat:input_type -> xgpu.v1.HeartbeatRequest
+	22, // 20: xgpu.v1.Aggregator.Deregister:input_type -> xgpu.v1.DeregisterRequest
+	24, // 21: xgpu.v1.Aggregator.Allocate:input_type -> xgpu.v1.AllocateRequest
+	26, // 22: xgpu.v1.Aggregator.Renew:input_type -> xgpu.v1.RenewRequest
+	27, // 23: xgpu.v1.Aggregator.Release:input_type -> xgpu.v1.ReleaseRequest
+	29, // 24: xgpu.v1.Aggregator.GetLease:input_type -> xgpu.v1.GetLeaseRequest
+	30, // 25: xgpu.v1.Aggregator.ListLeases:input_type -> xgpu.v1.ListLeasesRequest
+	32, // 26: xgpu.v1.Aggregator.Pool:input_type -> xgpu.v1.PoolRequest
+	6,  // 27: xgpu.v1.Server.Inventory:output_type -> xgpu.v1.Inventory
+	9,  // 28: xgpu.v1.Server.Health:output_type -> xgpu.v1.HealthResponse
+	12, // 29: xgpu.v1.Server.OpenSession:output_type -> xgpu.v1.OpenSessionResponse
+	14, // 30: xgpu.v1.Server.CloseSession:output_type -> xgpu.v1.CloseSessionResponse
+	17, // 31: xgpu.v1.Server.ListSessions:output_type -> xgpu.v1.ListSessionsResponse
+	19, // 32: xgpu.v1.Aggregator.Register:output_type -> xgpu.v1.RegisterResponse
+	21, // 33: xgpu.v1.Aggregator.Heartbeat:output_type -> xgpu.v1.HeartbeatResponse
+	23, // 34: xgpu.v1.Aggregator.Deregister:output_type -> xgpu.v1.DeregisterResponse
+	25, // 35: xgpu.v1.Aggregator.Allocate:output_type -> xgpu.v1.Lease
+	25, // 36: xgpu.v1.Aggregator.Renew:output_type -> xgpu.v1.Lease
+	28, // 37: xgpu.v1.Aggregator.Release:output_type -> xgpu.v1.ReleaseResponse
+	25, // 38: xgpu.v1.Aggregator.GetLease:output_type -> xgpu.v1.Lease
+	31, // 39: xgpu.v1.Aggregator.ListLeases:output_type -> xgpu.v1.ListLeasesResponse
+	34, // 40: xgpu.v1.Aggregator.Pool:output_type -> xgpu.v1.PoolResponse
+	27, // [27:41] is the sub-list for method output_type
+	13, // [13:27] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_xgpu_proto_init() }
@@ -1732,7 +2248,7 @@ func file_xgpu_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_xgpu_proto_rawDesc), len(file_xgpu_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   25,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
