@@ -7,7 +7,7 @@ BIN       := bin
 PKGS      := ./...
 TESTFLAGS ?= -race -shuffle=on -timeout 25m
 
-.PHONY: help build test test-gpu bench generate lint check demo fuzz clean
+.PHONY: help build test test-gpu gpu-bundle bench generate lint check demo fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -19,8 +19,11 @@ build: ## build bin/xgpu
 test: ## run every test that needs no GPU (race detector on, shuffled)
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
-test-gpu: ## run the tests that need a GPU (build tag cuda), on a GPU machine
+test-gpu: ## run the tests that need a GPU (build tag cuda), on a GPU machine with Go
 	$(GO) test -tags cuda -timeout 25m -v $(PKGS)
+
+gpu-bundle: ## build the GPU tests for a GPU machine without Go (dist/gpu.tar.xz; run hack/gpu-run.sh there)
+	hack/gpu-bundle.sh
 
 bench: build ## measure xgpu against baselines of the same run (see docs/bench.md)
 	$(BIN)/xgpu bench --json $(BIN)/bench.json

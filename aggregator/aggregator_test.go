@@ -650,6 +650,48 @@ func TestRestartKeepsLeases(t *testing.T) {
 	}
 }
 
+// TestRestartKeepsDeadServersDead checks that the restart grace does not
+// revive a server that died before the restart.
+func TestRestartKeepsDeadServersDead(t *testing.T) {
+	s := NewMemoryStore()
+	clk := clock.NewFake(time.Time{})
+	a1, err := New(context.Background(), Config{Store: s, Clock: clk, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	twoHosts(t, a1, 2)
+	rec := mustAllocate(t, a1, allocRequest{count: 2, placement: PlacementSpread, ttl: time.Hour})
+	elapse(t, a1, clk, a1.cfg.HeartbeatTimeout, "s1/i1")
+	mustSweep(t, a1)
+	if err := a1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	a2 := newTestAggregator(t, s, clk)
+	before := dump(t, s)
+	if _, err := a2.allocate(ctxT(t), allocRequest{count: 3}); !errors.Is(err, ErrExhausted) || !strings.Contains(err.Error(), "1 free") {
+		t.Errorf("allocate = %v, want ErrExhausted with only s1's free vGPU", err)
+	}
+	if err := a2.heartbeat(ctxT(t), "s2", "i2"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("heartbeat of the dead server after the restart = %v, want ErrNotFound", err)
+	}
+	if err := a2.heartbeat(ctxT(t), "s1", "i1"); err != nil {
+		t.Errorf("heartbeat of the live server after the restart = %v", err)
+	}
+	assertUnchanged(t, s, before)
+	p, _ := a2.pool(ctxT(t))
+	for _, srv := range p.GetServers() {
+		if wantAlive := srv.GetInventory().GetServerId() == "s1"; srv.GetAlive() != wantAlive {
+			t.Errorf("%s alive = %v after the restart", srv.GetInventory().GetServerId(), srv.GetAlive())
+		}
+	}
+	if got := stored(t, s, rec.ID); got.State != stateDegraded || len(got.Lost) != 1 {
+		t.Errorf("lease %s lost %v, want degraded with one device lost", got.State, got.Lost)
+	}
+	mustRegister(t, a2, testInventory("s2", "h2", gpuSpec{gpus: 2, islands: [][]int{{0, 1}}}), "i2")
+	mustAllocate(t, a2, allocRequest{count: 3})
+}
+
 // TestTwoAggregatorsOneStore races allocations through two aggregators on
 // one store (one MemoryStore; two clients of one etcd): every vGPU goes to
 // exactly one lease.

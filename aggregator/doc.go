@@ -42,8 +42,9 @@
 // HeartbeatTimeout is dead: its vGPUs leave the pool and every lease holding
 // one of them turns DEGRADED, listing the lost logical indices. Its
 // heartbeats are then answered NotFound, and it registers again; its vGPUs
-// rejoin the pool free. Liveness is kept in memory; after a restart every
-// stored server gets one HeartbeatTimeout of grace.
+// rejoin the pool free. Liveness is kept in memory (a death is also
+// stored); after a restart every stored server not already dead gets one
+// HeartbeatTimeout of grace.
 //
 // # Leases and placement
 //

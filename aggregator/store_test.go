@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // storeWorld makes Stores that share one backing state, so that a test can
@@ -252,6 +255,56 @@ func TestStoreClosed(t *testing.T) {
 			}
 			if _, err := tt.s.Txn(ctxT(t), nil, []Op{Put("/k", nil)}); !errors.Is(err, ErrServerClosed) {
 				t.Errorf("Txn after Close = %v, want ErrServerClosed", err)
+			}
+		})
+	}
+}
+
+// recorder is a slog.Handler that keeps what it is given.
+type recorder struct {
+	mu   sync.Mutex // guards recs
+	recs []string
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s", rec.Level, rec.Message)
+	rec.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.recs = append(r.recs, b.String())
+	return nil
+}
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *recorder) WithGroup(string) slog.Handler      { return r }
+
+func TestEtcdLogBridge(t *testing.T) {
+	closing := new(atomic.Bool)
+	tests := []struct {
+		name string
+		log  func(l *zap.Logger)
+		want string // "" for nothing
+	}{
+		{"warning with fields", func(l *zap.Logger) { l.With(zap.String("member", "m1")).Warn("slow fdatasync", zap.Int("ms", 1200)) },
+			"WARN slow fdatasync component=etcd member=m1 ms=1200"},
+		{"below the minimum", func(l *zap.Logger) { l.Info("ready") }, ""},
+		{"error", func(l *zap.Logger) { l.Error("disk full") }, "ERROR disk full component=etcd"},
+		{"expected warning", func(l *zap.Logger) { l.Warn("simple token is not cryptographically signed") },
+			"DEBUG simple token is not cryptographically signed component=etcd"},
+		{"while closing", func(l *zap.Logger) { closing.Store(true); l.Error("accept failed") },
+			"DEBUG accept failed component=etcd"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{}
+			tt.log(zap.New(&slogCore{log: slog.New(rec), min: zapcore.WarnLevel, closing: closing}))
+			got := strings.Join(rec.recs, "\n")
+			if got != tt.want {
+				t.Errorf("logged %q, want %q", got, tt.want)
 			}
 		})
 	}
