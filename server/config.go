@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/xgpu/xgpu/peers"
+	"github.com/xgpu/xgpu/server/host"
+	"github.com/xgpu/xgpu/server/worker"
 )
 
 // Backends a server reports in its inventory.
@@ -87,6 +92,38 @@ type Config struct {
 	// to the aggregator; when set they must include transport credentials.
 	// Zero: a plaintext connection.
 	AggregatorDialOptions []grpc.DialOption
+
+	// Worker starts the worker of each session. Zero: an ExecLauncher,
+	// which runs this binary again as `xgpu worker`.
+	Worker WorkerLauncher
+
+	// HostBackend is the host backend's configuration, which workers use
+	// to open the same emulated devices the inventory lists (so it must
+	// be the config Source's GPUs came from: same Devices, Memory, HostID
+	// and NVLinks). Used when Backend is BackendHost. Zero: host.Config{},
+	// whose devices match only a Source built from host.Config{} too.
+	HostBackend *host.Config
+
+	// CUDABackend is the cuda backend's configuration as JSON, handed to
+	// workers untouched. Used when Backend is BackendCUDA. Zero: the cuda
+	// backend's defaults.
+	CUDABackend json.RawMessage
+
+	// WorkerListenHost is the host or IP workers bind their QUIC listeners
+	// to. Zero: every interface. Clients reach a worker at the host of the
+	// advertised address (Advertise), or at WorkerListenHost when that is a
+	// specific address.
+	WorkerListenHost string
+
+	// WorkerTLS is how workers authenticate their data-plane connections.
+	// Zero: dev mode (a throw-away certificate per worker that clients pin;
+	// the session token authenticates the client).
+	WorkerTLS worker.TLSConfig
+
+	// WorkerTransport tunes the workers' QUIC transport; its idle timeout
+	// bounds how long a vanished client holds its vGPUs. Zero: the peers
+	// package's defaults.
+	WorkerTransport peers.Config
 }
 
 // Validate reports every problem of c, joined, or nil. It does not change c;
@@ -122,6 +159,23 @@ func (c *Config) Validate() error {
 			bad("Advertise", "%v", err)
 		}
 	}
+	if c.HostBackend != nil {
+		if err := c.HostBackend.Validate(); err != nil {
+			bad("HostBackend", "%v", err)
+		}
+	}
+	if err := c.WorkerTransport.Validate(); err != nil {
+		bad("WorkerTransport", "%v", err)
+	}
+	switch c.WorkerTLS.Mode {
+	case "", worker.TLSDev:
+	case worker.TLSCA:
+		if c.WorkerTLS.Dir == "" || c.WorkerTLS.Name == "" {
+			bad("WorkerTLS", "mode %q needs Dir and Name", worker.TLSCA)
+		}
+	default:
+		bad("WorkerTLS", "mode %q is neither %q nor %q", c.WorkerTLS.Mode, worker.TLSDev, worker.TLSCA)
+	}
 	return errors.Join(errs...)
 }
 
@@ -156,6 +210,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Worker == nil {
+		c.Worker = &ExecLauncher{}
 	}
 	if c.AggregatorDialOptions == nil {
 		c.AggregatorDialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}

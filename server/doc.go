@@ -37,6 +37,15 @@
 // registers with a fresh random instance id, so that the aggregator can tell
 // a restarted server from the one it knew.
 //
+// Each client session (OpenSession) runs in a worker (package
+// server/worker) that Config.Worker starts: by default a child process,
+// this binary run again as `xgpu worker` (ExecLauncher), or goroutines of
+// this process (InProcessLauncher). The server checks that the requested
+// vGPUs are its own and in no other live session, and that the address
+// windows are aligned and disjoint; it frees the vGPUs when CloseSession
+// stops the worker, when the worker exits (its client left or vanished)
+// and on Shutdown or Close, which stop every worker.
+//
 // A Server is safe for concurrent use: Serve, Shutdown, Close, Inventory and
 // the gRPC handlers may run at the same time. Partition and the GPUSource
 // implementations of this package hold no state and are safe too.

@@ -60,6 +60,8 @@ type Server struct {
 	// Backoff bounds of the registration loop; tests shorten them.
 	backoffMin, backoffMax time.Duration
 
+	sessions *sessions // client sessions and their workers
+
 	inv        atomic.Pointer[pb.Inventory] // immutable once stored
 	status     atomic.Int32                 // pb.HealthResponse_Status of the Server service
 	registered atomic.Bool                  // a Register call succeeded at least once
@@ -123,6 +125,7 @@ func New(cfg Config) (*Server, error) {
 		s.aggConn = conn
 		s.agg = pb.NewAggregatorClient(conn)
 	}
+	s.sessions = newSessions(s)
 	s.inv.Store(s.inventory(cfg.ID, cfg.Advertise))
 	s.status.Store(int32(pb.HealthResponse_UNKNOWN))
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -203,6 +206,7 @@ func (s *Server) Serve(lis net.Listener) error {
 	s.leave(ctx)
 	cancel()
 	s.grpc.Stop()
+	s.stopSessions(context.Background())
 	s.closeConn()
 	return fmt.Errorf("server: serve: %w", err)
 }
@@ -227,6 +231,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-stopped
 		err = context.Cause(ctx)
 	}
+	s.stopSessions(ctx)
 	s.closeConn()
 	return err
 }
@@ -239,8 +244,17 @@ func (s *Server) Close() error {
 	defer cancel()
 	s.leave(ctx)
 	s.grpc.Stop()
+	s.stopSessions(context.Background())
 	s.closeConn()
 	return nil
+}
+
+// stopSessions stops every session's worker: gracefully within
+// stopTimeout, or at once when ctx is already done, then by force.
+func (s *Server) stopSessions(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+	defer cancel()
+	s.sessions.closeAll(ctx)
 }
 
 // leave marks the server closed, turns Health to NOT_SERVING, stops the
@@ -304,5 +318,6 @@ func (v *service) Health(context.Context, *pb.HealthRequest) (*pb.HealthResponse
 	return &pb.HealthResponse{
 		Status:   pb.HealthResponse_Status(v.srv.status.Load()),
 		UptimeMs: time.Since(v.srv.started).Milliseconds(),
+		Sessions: int32(v.srv.sessions.count()),
 	}, nil
 }

@@ -22,7 +22,7 @@ var version = "dev"
 // command is one subcommand of xgpu.
 type command struct {
 	name    string
-	summary string
+	summary string // empty: hidden from the usage text
 	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
@@ -38,6 +38,7 @@ func commands() []command {
 		{"topo", "show the link matrix of a lease or of the whole pool", runTopo},
 		{"demo", "start a loopback cluster on the host backend", runDemo},
 		{"version", "print the version", runVersion},
+		{"worker", "", runWorker},
 	}
 }
 
@@ -46,6 +47,9 @@ func usage(w io.Writer) {
 	cmds := commands()
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
 	for _, c := range cmds {
+		if c.summary == "" {
+			continue
+		}
 		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'xgpu <command> -h' for a command's flags.\n")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,9 +11,36 @@ import (
 	"time"
 
 	"github.com/xgpu/xgpu/server"
+	"github.com/xgpu/xgpu/server/backend"
+	"github.com/xgpu/xgpu/server/cuda"
 	"github.com/xgpu/xgpu/server/host"
 	"github.com/xgpu/xgpu/server/nvml"
+	"github.com/xgpu/xgpu/server/worker"
 )
+
+// registerCUDAWorker plugs the cuda backend into workers started by this
+// binary; server/worker itself stays free of cgo.
+func registerCUDAWorker() {
+	worker.RegisterBackend(worker.BackendCUDA, func(c worker.Config) (backend.Backend, error) {
+		var cc cuda.Config
+		if len(c.CUDA) > 0 {
+			if err := json.Unmarshal(c.CUDA, &cc); err != nil {
+				return nil, fmt.Errorf("cuda backend config: %w", err)
+			}
+		}
+		return cuda.New(cc)
+	})
+}
+
+// runWorker is the hidden subcommand a server starts for each client
+// session: its configuration comes as JSON on stdin.
+func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		return fmt.Errorf("takes no arguments; the server starts it with its configuration on stdin")
+	}
+	registerCUDAWorker()
+	return worker.Main(ctx, os.Stdin, stdout, stderr)
+}
 
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("server", "[flags]", stderr)
@@ -64,7 +92,8 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		cfg.Backend, cfg.Source = server.BackendHost, server.StaticGPUs(gpus)
+		hc := b.Config()
+		cfg.Backend, cfg.Source, cfg.HostBackend = server.BackendHost, server.StaticGPUs(gpus), &hc
 	case "cuda", "auto":
 		src := &nvml.Source{}
 		if _, err := src.GPUs(ctx); err != nil {
@@ -74,6 +103,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		cfg.Backend, cfg.Source = server.BackendCUDA, src
+		registerCUDAWorker()
 	default:
 		return fmt.Errorf("unknown backend %q: want cuda, host or auto", *backendName)
 	}

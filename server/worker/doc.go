@@ -1,0 +1,53 @@
+// Package worker is the per-session worker of an xgpu server: the process
+// that opens a client session's devices on the backend, accepts the
+// client's QUIC data-plane connection and executes its calls (the call
+// protocol of internal/calls).
+//
+// The supervisor (package server) starts one worker process per session
+// with `xgpu worker`, whose body is Main: it reads a Config as one JSON line
+// on stdin, listens, and prints one Ready line ({"address", "cert_sha256"})
+// on stdout. In-process, for tests and single-process setups:
+//
+//	w, err := worker.New(cfg, backend) // opens cfg.Devices on backend
+//	l, ready, err := w.Listen()         // or peers.Listen with w.TLSConfig()
+//	go func() { err := w.Serve(l) }()   // until the session ends
+//	...
+//	w.Close()
+//
+// # Sessions
+//
+// A connection's first call must be OpHello with the session token
+// (compared in constant time); anything else gets cudaErrorNotPermitted and
+// the connection is closed. The first authenticated connection is the
+// session's client; the session ends when the client sends
+// OpCloseSession, when its connection fails (closed, or silent past the
+// transport's idle timeout, Config.Transport.MaxIdleTimeout), when no
+// client comes within Config.ClientTimeout, or on Close. Ending frees
+// everything: connections and peer links close, queued work drains and the
+// devices close (their allocations, streams and events go with them).
+// Other workers of the same client connect with OpHello "peer|" + token to
+// deliver cross-server peer copies (OpPeerWrite).
+//
+// # Calls
+//
+// The device index of a call is the logical index of the client's device
+// map. Calls with wire.FlagNoReply are asynchronous: the first failure is
+// kept and returned, without executing, by the next call that expects a
+// reply (cleared then, unless cudaerr.Sticky). Every pointer range must lie
+// inside one live allocation of the session's device (Device.Owns) or the
+// call fails with cudaErrorInvalidValue and touches nothing. Payloads up to
+// calls.InlineMax travel inside frames; larger ones as bulk transfers:
+// MemcpyHtoD names the client's transfer id in Aux, and MemcpyDtoH sends
+// its bytes with the call's request id as the transfer id, before the
+// reply (whose V1 repeats the id). Synchronizing calls whose work is not
+// complete wait on waiter goroutines, so that one thread's wait does not
+// hold up another's calls. After replying to OpCloseSession the worker
+// waits up to a second for the client to close the connection.
+//
+// # Concurrency
+//
+// New, Serve, Close, Stats and the accessors are safe for concurrent use.
+// Each connection has one reader goroutine; replies are written under a
+// per-connection lock and flushed when the reader has no more input, or at
+// once when they come from elsewhere (host functions, waiters).
+package worker
