@@ -1,0 +1,8 @@
+package jaegertest
+
+import "syscall"
+
+// sysProcAttr kills Jaeger if the test process dies without cleaning up.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
