@@ -266,12 +266,12 @@ func reportLoss(b *testing.B, c *Conn) {
 }
 
 // BenchmarkBulkQUICStriped is SendBulk over the bulk lanes, by number of
-// lanes and chunk size.
+// lanes (each on its own listener socket) and chunk size.
 func BenchmarkBulkQUICStriped(b *testing.B) {
-	for _, lanes := range []int{1, 2, 4, 8} {
+	for _, lanes := range []int{1, 2, 4, 8, 16} {
 		for _, chunk := range []int{256 << 10, 1 << 20, 4 << 20} {
 			b.Run(fmt.Sprintf("lanes=%d/chunk=%dKiB", lanes, chunk>>10), func(b *testing.B) {
-				stripedBench(b, &Config{BulkLanes: lanes, ChunkSize: chunk})
+				stripedBench(b, &Config{BulkLanes: lanes, ListenSockets: lanes + 1, ChunkSize: chunk})
 			})
 		}
 	}
@@ -291,9 +291,11 @@ func BenchmarkBulkQUICTuning(b *testing.B) {
 		{name: "sockbuf=32MiB", cfg: Config{SocketBuffer: 32 << 20}},
 		{name: "gso=off", env: map[string]string{"QUIC_GO_DISABLE_GSO": "true"}},
 		{name: "listensockets=1", cfg: Config{ListenSockets: -1}},
-		{name: "listensockets=8", cfg: Config{ListenSockets: 8}},
+		{name: "listensockets=3", cfg: Config{ListenSockets: 3}},
 		{name: "lanes=8/listensockets=1", cfg: Config{BulkLanes: 8, ListenSockets: -1}},
-		{name: "lanes=8/listensockets=8", cfg: Config{BulkLanes: 8, ListenSockets: 8}},
+		{name: "lanes=8/listensockets=5", cfg: Config{BulkLanes: 8, ListenSockets: 5}},
+		{name: "lanes=8/listensockets=9", cfg: Config{BulkLanes: 8, ListenSockets: 9}},
+		{name: "lanes=16/listensockets=17", cfg: Config{BulkLanes: 16, ListenSockets: 17}},
 	}
 	for _, tt := range tests {
 		b.Run(tt.name, func(b *testing.B) {
@@ -346,3 +348,54 @@ func BenchmarkCallRoundTrip(b *testing.B) {
 const wireFlagReply = wire.FlagReply
 
 func wireHeader(id uint64) wire.Header { return wire.Header{Op: 1, ReqID: id} }
+
+// BenchmarkCallRoundTripTCP is the same exchange over one TCP connection,
+// framed the same way: the baseline for BenchmarkCallRoundTrip.
+func BenchmarkCallRoundTripTCP(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		r, w := wire.NewReader(c, 0), wire.NewWriter(c, 0)
+		for {
+			h, body, err := r.Next()
+			if err != nil {
+				return
+			}
+			h.Flags = wire.FlagReply
+			if w.WriteFrame(&h, body) != nil || w.Flush() != nil {
+				return
+			}
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	r, w := wire.NewReader(c, 0), wire.NewWriter(c, 0)
+	body := make([]byte, 4)
+	b.ReportAllocs()
+	start := time.Now()
+	b.ResetTimer()
+	for i := range b.N {
+		h := wireHeader(uint64(i))
+		if err := w.WriteFrame(&h, body); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := r.Next(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(time.Since(start).Microseconds())/float64(b.N), "µs/call")
+}

@@ -65,6 +65,7 @@ func (c *Conn) OpenBulk(ctx context.Context) (*BulkStream, error) {
 		s.CancelRead(streamCanceled)
 		return nil, c.streamErr(err)
 	}
+	s.SetReliableBoundary()
 	return &BulkStream{c: c, s: s}, nil
 }
 
@@ -244,6 +245,9 @@ func (x *sendXfer) send(qc *quic.Conn) error {
 	binary.LittleEndian.PutUint32(buf[17:], uint32(x.chunk))
 	binary.LittleEndian.PutUint16(buf[21:], uint16(x.nstreams))
 	_, werr := s.Write(buf)
+	// Even if this stream is cancelled, the header reaches the receiver,
+	// which then fails the transfer instead of waiting for the stream.
+	s.SetReliableBoundary()
 	hdr := buf[:wire.ChunkHeaderSize]
 	for werr == nil {
 		i := x.next.Add(1) - 1
@@ -316,7 +320,10 @@ func writeStatus(s *quic.Stream, code BulkCode, msg string) {
 // every chunk is verified and in place. Chunks may arrive before RecvBulk
 // is called; they wait up to Config.OrphanTimeout. A corrupted chunk fails
 // the transfer with an error wrapping *wire.ChecksumError; dst then holds
-// partial data. dst must not be touched until RecvBulk returns.
+// partial data. dst must not be touched until RecvBulk returns. A sender
+// that gives up after opening its streams fails the transfer here too; one
+// that gives up before opening any is never heard of, so ctx must bound
+// the wait.
 func (c *Conn) RecvBulk(ctx context.Context, id uint64, dst []byte) error {
 	if err := c.Err(); err != nil {
 		return err

@@ -21,12 +21,12 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultStreamWindow     = 16 << 20
 	DefaultConnWindow       = 64 << 20
-	DefaultBulkLanes        = 4
-	DefaultChunkSize        = 1 << 20
+	DefaultBulkLanes        = 8
+	DefaultChunkSize        = 256 << 10
 	DefaultSocketBuffer     = 8 << 20
 	DefaultMaxBulkStreams   = 256
 	DefaultOrphanTimeout    = 30 * time.Second
-	DefaultListenSockets    = 4
+	DefaultListenSockets    = 1 + DefaultBulkLanes
 )
 
 // Limits on Config fields.
@@ -52,54 +52,58 @@ type Config struct {
 	// sends a keep-alive. Zero: DefaultKeepAlivePeriod (1 s). Negative:
 	// no keep-alives (an idle connection then closes after
 	// MaxIdleTimeout). quic-go sends at most every MaxIdleTimeout/2.
-	KeepAlivePeriod time.Duration
+	KeepAlivePeriod time.Duration `json:"keep_alive_period,omitempty"`
 	// MaxIdleTimeout is how long a connection may hear nothing from its
 	// peer before it fails. It bounds how long a dead peer goes unnoticed.
 	// Zero: DefaultMaxIdleTimeout (5 s).
-	MaxIdleTimeout time.Duration
+	MaxIdleTimeout time.Duration `json:"max_idle_timeout,omitempty"`
 	// HandshakeTimeout bounds the TLS handshake and the exchange that
 	// sets up the call stream and the bulk lanes. Zero:
 	// DefaultHandshakeTimeout (10 s).
-	HandshakeTimeout time.Duration
+	HandshakeTimeout time.Duration `json:"handshake_timeout,omitempty"`
 	// StreamWindow is the flow-control window of each stream: how many
 	// bytes a sender may have in flight on one stream. At least 64 KiB.
 	// Zero: DefaultStreamWindow (16 MiB).
-	StreamWindow uint64
+	StreamWindow uint64 `json:"stream_window,omitempty"`
 	// ConnWindow is the flow-control window of each QUIC connection,
 	// shared by its streams. Zero: DefaultConnWindow (64 MiB).
-	ConnWindow uint64
+	ConnWindow uint64 `json:"conn_window,omitempty"`
 	// BulkLanes is the number of QUIC connections, besides the one that
 	// carries the call stream, that a dialed Conn opens for bulk data;
 	// transfers are striped over them. quic-go handles each connection on
 	// one goroutine, so lanes are what spread a large copy over cores.
-	// Zero: DefaultBulkLanes (4). Negative: no lanes; bulk streams share
+	// Zero: DefaultBulkLanes (8). Negative: no lanes; bulk streams share
 	// the call connection. At most MaxBulkLanes. Only the dialer's value
 	// matters: a listener accepts the lanes the dialer asks for.
-	BulkLanes int
+	BulkLanes int `json:"bulk_lanes,omitempty"`
 	// ChunkSize is the size of the chunks SendBulk cuts a payload into;
-	// each carries its own xxhash64. Zero: DefaultChunkSize (1 MiB).
+	// each carries its own xxhash64; a payload of n chunks uses up to n
+	// lanes. Zero: DefaultChunkSize (256 KiB).
 	// Between MinChunkSize and MaxChunkSize. Only the sender's value
 	// matters: the receiver takes the size from the stream.
-	ChunkSize int
+	ChunkSize int `json:"chunk_size,omitempty"`
 	// SocketBuffer is the send and receive buffer requested for each UDP
 	// socket. Without CAP_NET_ADMIN the kernel caps it at
 	// net.core.rmem_max / wmem_max (see docs/transport.md). Zero:
 	// DefaultSocketBuffer (8 MiB). Negative: leave the socket alone.
-	SocketBuffer int
+	SocketBuffer int `json:"socket_buffer,omitempty"`
 	// MaxBulkStreams is the number of bulk streams the peer may have open
 	// at once on each QUIC connection. Zero: DefaultMaxBulkStreams (256).
-	MaxBulkStreams int
-	// ListenSockets is the number of UDP sockets a Listener binds to its
-	// port with SO_REUSEPORT (Linux; elsewhere always 1). The kernel
-	// spreads connections over them by address hash, so the packets of
-	// several bulk lanes are received on several goroutines instead of
-	// one. Only processes of the same user can share the port. Zero:
-	// DefaultListenSockets. Negative: 1.
-	ListenSockets int
+	MaxBulkStreams int `json:"max_bulk_streams,omitempty"`
+	// ListenSockets is the number of UDP sockets a Listener opens: the
+	// first on its address, the others on the ports that follow it
+	// (port+1, port+2, ...; ephemeral ports when the address has port
+	// 0). The call connection uses the first; a dialer spreads its bulk
+	// lanes over the others, so that their packets are received on
+	// several goroutines instead of one. Open all these UDP ports in
+	// firewalls. Zero: DefaultListenSockets (1 + DefaultBulkLanes).
+	// Negative: 1 (lanes share the listening port). At most
+	// MaxBulkLanes + 1.
+	ListenSockets int `json:"listen_sockets,omitempty"`
 	// OrphanTimeout is how long an incoming bulk transfer waits for the
 	// RecvBulk call that names its id before it is refused. Zero:
 	// DefaultOrphanTimeout (30 s).
-	OrphanTimeout time.Duration
+	OrphanTimeout time.Duration `json:"orphan_timeout,omitempty"`
 }
 
 // Validate reports a field that is out of range.
@@ -118,8 +122,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("peers: BulkLanes %d exceeds %d", c.BulkLanes, MaxBulkLanes)
 	case c.ChunkSize != 0 && (c.ChunkSize < MinChunkSize || c.ChunkSize > MaxChunkSize):
 		return fmt.Errorf("peers: ChunkSize %d outside [%d, %d]", c.ChunkSize, MinChunkSize, MaxChunkSize)
-	case c.ListenSockets > MaxBulkLanes:
-		return fmt.Errorf("peers: ListenSockets %d exceeds %d", c.ListenSockets, MaxBulkLanes)
+	case c.ListenSockets > MaxBulkLanes+1:
+		return fmt.Errorf("peers: ListenSockets %d exceeds %d", c.ListenSockets, MaxBulkLanes+1)
 	case c.MaxBulkStreams < 0:
 		return errors.New("peers: MaxBulkStreams is negative")
 	case c.StreamWindow != 0 && c.StreamWindow < minWindow:
@@ -175,7 +179,7 @@ func populate(c *Config) (Config, error) {
 	if out.ListenSockets == 0 {
 		out.ListenSockets = DefaultListenSockets
 	}
-	if out.ListenSockets < 1 || !reusePortSupported {
+	if out.ListenSockets < 1 {
 		out.ListenSockets = 1
 	}
 	if out.MaxBulkStreams == 0 {
@@ -201,5 +205,8 @@ func (c *Config) quicConfig() *quic.Config {
 		// One more for the call stream or the lane's join stream.
 		MaxIncomingStreams:    int64(c.MaxBulkStreams) + 1,
 		MaxIncomingUniStreams: -1,
+		// Lets a sender that gives up still deliver a stream's header,
+		// so the receiver learns which transfer was cancelled.
+		EnableStreamResetPartialDelivery: true,
 	}
 }

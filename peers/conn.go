@@ -41,7 +41,9 @@ func (e *ConnError) Unwrap() error { return e.Err }
 
 // Transport opcodes on the call stream and lane join streams.
 const (
-	opHello = wire.OpTransportBase + 1 // dialer → listener: version u16, lanes u16
+	// dialer → listener: version u16, lanes u16; reply: token [16],
+	// lanes u16, n u16, n lane ports u16
+	opHello = wire.OpTransportBase + 1
 	opJoin  = wire.OpTransportBase + 2 // dialer → listener on a lane: token [16], index u16
 )
 
@@ -84,14 +86,12 @@ type lane struct {
 // be used by one goroutine at a time. OpenBulk, AcceptBulk, SendBulk,
 // RecvBulk and Close are safe for concurrent use.
 type Conn struct {
-	cfg      Config
-	isClient bool
-	primary  *lane
-	lanes    []*lane // bulk lanes; empty means bulk shares primary
+	cfg     Config
+	primary *lane
+	lanes   []*lane // bulk lanes; empty means bulk shares primary
 
-	call *quic.Stream
-	cr   *wire.Reader
-	cw   *wire.Writer
+	cr *wire.Reader // call stream
+	cw *wire.Writer
 
 	ctx    context.Context // done when the Conn is dead; its cause is a *ConnError
 	cancel context.CancelCauseFunc
@@ -105,14 +105,13 @@ type Conn struct {
 	next    atomic.Uint32 // round-robin lane choice
 }
 
-func newConn(cfg Config, primary *lane, isClient bool) *Conn {
+func newConn(cfg Config, primary *lane) *Conn {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	c := &Conn{
-		cfg:      cfg,
-		isClient: isClient,
-		primary:  primary,
-		ctx:      ctx,
-		cancel:   cancel,
+		cfg:     cfg,
+		primary: primary,
+		ctx:     ctx,
+		cancel:  cancel,
 		// Buffered so that the lane goroutines hand over a stream without
 		// waiting for AcceptBulk; the peer cannot open more than this many
 		// streams per lane anyway.
@@ -122,9 +121,8 @@ func newConn(cfg Config, primary *lane, isClient bool) *Conn {
 	return c
 }
 
-// setCall installs the call stream and its codec.
-func (c *Conn) setCall(s *quic.Stream, r *wire.Reader, cs *callStream) {
-	c.call = s
+// setCall installs the codec of the call stream.
+func (c *Conn) setCall(r *wire.Reader, cs *callStream) {
 	cs.c = c
 	c.cr = r
 	c.cw = wire.NewWriter(cs, 0)
@@ -225,24 +223,44 @@ func (c *Conn) CallReader() *wire.Reader { return c.cr }
 func (c *Conn) CallWriter() *wire.Writer { return c.cw }
 
 // streamErr turns an error from a stream of c into what callers see: once
-// the connection is dead, its *ConnError.
+// the connection is dead, its *ConnError; otherwise the error unchanged
+// (a stream reset, a deadline, a write after Close).
 func (c *Conn) streamErr(err error) error {
 	if err == nil || err == io.EOF {
 		return err
 	}
-	if _, ok := errors.AsType[*quic.StreamError](err); ok {
-		return err
+	if cerr := c.Err(); cerr != nil {
+		return cerr
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		if cerr := c.Err(); cerr != nil {
-			return cerr
+	if connLevel(err) {
+		// watch may not have seen the connection die yet.
+		c.fail(err)
+		return c.Err()
+	}
+	for _, l := range c.allLanes() {
+		if l != nil && l.qc.Context().Err() != nil {
+			c.fail(context.Cause(l.qc.Context()))
+			return c.Err()
 		}
-		return err
 	}
-	// A connection-level error: the Conn is dead (watch may not have seen
-	// it yet).
-	c.fail(err)
-	return c.Err()
+	return err
+}
+
+// connLevel reports whether err ends a whole QUIC connection.
+func connLevel(err error) bool {
+	if _, ok := errors.AsType[*quic.IdleTimeoutError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[*quic.ApplicationError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[*quic.TransportError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[*quic.StatelessResetError](err); ok {
+		return true
+	}
+	return false
 }
 
 // callStream adapts the call stream to the codec, mapping errors.
@@ -326,14 +344,18 @@ func dial(ctx context.Context, raddr *net.UDPAddr, tlsConf *tls.Config, conf *Co
 	if err != nil {
 		return nil, err
 	}
-	c := newConn(*conf, primary, true)
+	c := newConn(*conf, primary)
 	defer func() {
 		if err != nil {
+			if ctx.Err() != nil {
+				err = context.Cause(ctx)
+			}
 			c.fail(err)
 		}
 	}()
-	// Reads below must not outlive ctx.
-	stop := context.AfterFunc(ctx, func() { c.fail(context.Cause(ctx)) })
+	// Reads below must not outlive ctx: closing the call connection ends
+	// them (the lanes' own dials watch ctx).
+	stop := context.AfterFunc(ctx, func() { _ = primary.qc.CloseWithError(codeProtocol, "dial cancelled") })
 	defer stop()
 
 	s, err := primary.qc.OpenStreamSync(ctx)
@@ -341,7 +363,7 @@ func dial(ctx context.Context, raddr *net.UDPAddr, tlsConf *tls.Config, conf *Co
 		return nil, err
 	}
 	cs := &callStream{s: s}
-	c.setCall(s, wire.NewReader(cs, 0), cs)
+	c.setCall(wire.NewReader(cs, 0), cs)
 	var e wire.Enc
 	e.U16(protocolVersion)
 	e.U16(uint16(conf.BulkLanes))
@@ -363,6 +385,10 @@ func dial(ctx context.Context, raddr *net.UDPAddr, tlsConf *tls.Config, conf *Co
 	var tok token
 	copy(tok[:], d.Raw(len(tok)))
 	n := int(d.U16())
+	ports := make([]int, d.U16())
+	for i := range ports {
+		ports[i] = int(d.U16())
+	}
 	if err := d.Done(); err != nil {
 		return nil, fmt.Errorf("hello reply: %w", err)
 	}
@@ -374,7 +400,13 @@ func dial(ctx context.Context, raddr *net.UDPAddr, tlsConf *tls.Config, conf *Co
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { lanes[i], errs[i] = joinLane(ctx, raddr, tlsConf, conf, tok, i) })
+		// Lane i goes to the listener's lane socket i (mod their number),
+		// at the address this Conn dialed.
+		laddr := raddr
+		if len(ports) > 0 {
+			laddr = &net.UDPAddr{IP: raddr.IP, Port: ports[i%len(ports)], Zone: raddr.Zone}
+		}
+		wg.Go(func() { lanes[i], errs[i] = joinLane(ctx, laddr, tlsConf, conf, tok, i) })
 	}
 	wg.Wait()
 	c.lanes = lanes

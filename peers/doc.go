@@ -15,13 +15,13 @@
 // Usage:
 //
 //	// server
-//	ln, err := peers.Listen(":7070", serverTLS, nil)
+//	ln, err := peers.Listen(":7070", serverTLS, nil) // UDP 7070-7078
 //	c, err := ln.Accept(ctx)
 //	h, body, err := c.CallReader().Next()       // a call
 //	err = c.RecvBulk(ctx, id, staging)            // its payload
 //
 //	// client
-//	c, err := peers.Dial(ctx, "gpu01:7070", clientTLS, &peers.Config{BulkLanes: 4})
+//	c, err := peers.Dial(ctx, "gpu01:7070", clientTLS, nil) // 8 bulk lanes
 //	w := c.CallWriter()
 //	err = w.WriteFrame(&wire.Header{Op: opMemcpyHtoD, ReqID: id}, args)
 //	err = w.Flush()

@@ -5,7 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
-	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -361,9 +361,17 @@ func TestStripedProtocolErrors(t *testing.T) {
 	}
 }
 
+// seen reports whether a stream of transfer id has reached the registry.
+func (r *registry) seen(id uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.m[id]
+	return t != nil && t.haveHdr
+}
+
 func TestBulkIDs(t *testing.T) {
 	cli, srv, _ := pair(t, &Config{BulkLanes: 2, OrphanTimeout: 300 * time.Millisecond})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
 	t.Run("id in use", func(t *testing.T) {
@@ -397,7 +405,10 @@ func TestBulkIDs(t *testing.T) {
 		go func() { recv <- srv.RecvBulk(ctx, 3, make([]byte, 64<<20)) }()
 		sctx, scancel := context.WithCancel(ctx)
 		go func() {
-			time.Sleep(50 * time.Millisecond)
+			// Give up once the receiver has seen the transfer's streams.
+			for !srv.reg.seen(3) {
+				time.Sleep(time.Millisecond)
+			}
 			scancel()
 		}()
 		if err := cli.SendBulk(sctx, 3, make([]byte, 64<<20)); !errors.Is(err, context.Canceled) {
@@ -440,8 +451,9 @@ func TestListenerClose(t *testing.T) {
 	if err := cli.Err(); !errors.As(err, &ae) || !ae.Remote {
 		t.Errorf("dialer error %v, want a remote close", err)
 	}
-	if _, _, err := cli.CallReader().Next(); err == nil || err == io.EOF && false {
-		t.Errorf("read after close: %v", err)
+	var ce *ConnError
+	if _, _, err := cli.CallReader().Next(); !errors.As(err, &ce) {
+		t.Errorf("call read after the listener closed: %v, want *ConnError", err)
 	}
 }
 
@@ -473,6 +485,49 @@ func TestConfigValidate(t *testing.T) {
 			}
 			if _, err := Listen("127.0.0.1:0", devServer, &tt.cfg); err == nil {
 				t.Fatal("Listen accepted an invalid config")
+			}
+		})
+	}
+}
+
+func TestDialErrors(t *testing.T) {
+	// A UDP socket that never answers.
+	silent, err := listenUDP(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	tests := []struct {
+		name string
+		addr string
+		tls  *tls.Config
+		cfg  *Config
+		want func(error) bool
+	}{
+		{name: "nobody answers", addr: silent.LocalAddr().String(), tls: devClient,
+			want: func(err error) bool { return errors.Is(err, context.DeadlineExceeded) }},
+		{name: "no port", addr: "127.0.0.1", tls: devClient,
+			want: func(err error) bool { return strings.Contains(err.Error(), "missing port") }},
+		{name: "nil TLS config", addr: silent.LocalAddr().String(),
+			want: func(err error) bool { return strings.Contains(err.Error(), "nil TLS config") }},
+		{name: "invalid config", addr: silent.LocalAddr().String(), tls: devClient, cfg: &Config{ChunkSize: 1},
+			want: func(err error) bool { return strings.Contains(err.Error(), "ChunkSize") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			c, err := Dial(ctx, tt.addr, tt.tls, tt.cfg)
+			if err == nil {
+				c.Close()
+				t.Fatal("Dial succeeded")
+			}
+			if !tt.want(err) {
+				t.Fatalf("Dial error: %v", err)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("Dial took %v", d)
 			}
 		})
 	}

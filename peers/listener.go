@@ -15,9 +15,9 @@ import (
 	"github.com/xgpu/xgpu/internal/wire"
 )
 
-// Listener accepts data-plane connections on one UDP socket. Accept
-// returns a Conn once its call stream and all the bulk lanes its dialer
-// asked for are set up. All its methods are safe for concurrent use.
+// Listener accepts data-plane connections. Accept returns a Conn once its
+// call stream and all the bulk lanes its dialer asked for are set up. All
+// its methods are safe for concurrent use; Close is idempotent.
 type Listener struct {
 	cfg   Config
 	socks []*listenSocket // the first one's port is the listening port
@@ -61,9 +61,12 @@ type pendingConn struct {
 // acceptBacklog is how many set-up Conns may wait for Accept.
 const acceptBacklog = 64
 
-// Listen opens a UDP socket on addr and accepts data-plane connections on
-// it. tlsConf is the server side of mutual TLS (certs.LoadTLS,
-// RoleServer); Listen insists on TLS 1.3 and ALPN "xgpu/1".
+// Listen opens cfg.ListenSockets UDP sockets, the first on addr and the
+// others on the ports after it (9 by default: port to port+8), and accepts
+// data-plane connections on them; dialers put their call connection on the
+// first and spread their bulk lanes over the others. tlsConf is the server
+// side of mutual TLS (certs.LoadTLS, RoleServer); Listen insists on TLS 1.3
+// and ALPN "xgpu/1".
 func Listen(addr string, tlsConf *tls.Config, cfg *Config) (*Listener, error) {
 	conf, err := populate(cfg)
 	if err != nil {
@@ -77,7 +80,7 @@ func Listen(addr string, tlsConf *tls.Config, cfg *Config) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("peers: listen %s: %w", addr, err)
 	}
-	udps, err := listenUDPShared(laddr, conf.ListenSockets, conf.SocketBuffer)
+	udps, err := listenUDPPorts(laddr, conf.ListenSockets, conf.SocketBuffer)
 	if err != nil {
 		return nil, fmt.Errorf("peers: listen %s: %w", addr, err)
 	}
@@ -129,7 +132,7 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 }
 
 // Close stops accepting and closes every Conn accepted through l (they
-// share its socket), telling their peers. It waits for l's goroutines.
+// share its sockets), telling their peers. It waits for l's goroutines.
 func (l *Listener) Close() error {
 	l.cancel(ErrListenerClosed)
 	for _, ls := range l.socks {
@@ -145,14 +148,13 @@ func (l *Listener) Close() error {
 	for _, c := range conns {
 		_ = c.Close()
 	}
-	for {
+	for drained := false; !drained; {
 		select {
-		case c := <-l.accepted:
+		case c := <-l.accepted: // set up, never accepted
 			_ = c.Close()
-			continue
 		default:
+			drained = true
 		}
-		break
 	}
 	var err error
 	for _, ls := range l.socks {
@@ -163,8 +165,8 @@ func (l *Listener) Close() error {
 	return err
 }
 
-// abort closes the socket under the listener without telling any peer, as
-// a crash would (tests).
+// abort closes the listener's sockets without telling any peer, as a
+// crash would (tests).
 func (l *Listener) abort() {
 	l.mu.Lock()
 	conns := make([]*Conn, 0, len(l.conns))
@@ -235,7 +237,7 @@ func (l *Listener) setup(ctx context.Context, qc *quic.Conn) *Conn {
 	r.SetLimit(wire.MaxFrameSize)
 	switch h.Op {
 	case opHello:
-		return l.hello(ctx, qc, s, cs, r, body)
+		return l.hello(ctx, qc, cs, r, body)
 	case opJoin:
 		l.join(qc, s, body)
 	default:
@@ -256,7 +258,7 @@ func refuse(qc *quic.Conn, w *wire.Writer, op wire.Op, msg string) {
 	_ = qc.CloseWithError(codeProtocol, msg)
 }
 
-func (l *Listener) hello(ctx context.Context, qc *quic.Conn, s *quic.Stream, cs *callStream, r *wire.Reader, body []byte) *Conn {
+func (l *Listener) hello(ctx context.Context, qc *quic.Conn, cs *callStream, r *wire.Reader, body []byte) *Conn {
 	d := wire.NewDec(body)
 	version := d.U16()
 	nlanes := int(d.U16())
@@ -273,8 +275,8 @@ func (l *Listener) hello(ctx context.Context, qc *quic.Conn, s *quic.Stream, cs 
 	if err != nil {
 		msg = "internal error"
 	}
-	c := newConn(l.cfg, &lane{qc: qc}, false)
-	c.setCall(s, r, cs)
+	c := newConn(l.cfg, &lane{qc: qc})
+	c.setCall(r, cs)
 	if msg != "" {
 		refuse(qc, c.cw, opHello, msg)
 		c.fail(errors.New("peers: " + msg))
@@ -291,6 +293,12 @@ func (l *Listener) hello(ctx context.Context, qc *quic.Conn, s *quic.Stream, cs 
 	var e wire.Enc
 	e.Raw(tok[:])
 	e.U16(uint16(nlanes))
+	// The ports the lanes should dial, spread over the lane sockets.
+	lanePorts := l.lanePorts()
+	e.U16(uint16(len(lanePorts)))
+	for _, p := range lanePorts {
+		e.U16(p)
+	}
 	h := wire.Header{Op: opHello, Flags: wire.FlagReply}
 	err = c.cw.WriteFrame(&h, e.B)
 	if err == nil {
@@ -319,6 +327,16 @@ func (l *Listener) hello(ctx context.Context, qc *quic.Conn, s *quic.Stream, cs 
 		return nil
 	}
 	return c
+}
+
+// lanePorts returns the ports of the sockets meant for bulk lanes (all
+// but the first); none when there is only one socket.
+func (l *Listener) lanePorts() []uint16 {
+	var ports []uint16
+	for _, ls := range l.socks[1:] {
+		ports = append(ports, uint16(ls.udp.LocalAddr().(*net.UDPAddr).Port))
+	}
+	return ports
 }
 
 // forget drops a closed Conn.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"sync"
 	"testing"
@@ -69,6 +70,12 @@ func pair(t testing.TB, cfg *Config) (client, server *Conn, ln *Listener) {
 		ln.Close()
 	})
 	return client, r.c, ln
+}
+
+func TestALPNMatchesCerts(t *testing.T) {
+	if ALPN != certs.ALPN {
+		t.Fatalf("peers.ALPN %q, certs.ALPN %q", ALPN, certs.ALPN)
+	}
 }
 
 func TestCallEcho(t *testing.T) {
@@ -141,6 +148,40 @@ func TestCallEcho(t *testing.T) {
 			var ce *ConnError
 			if !errors.As(err, &ce) && err != io.EOF {
 				t.Fatalf("server reader after client close: %v", err)
+			}
+		})
+	}
+}
+
+// TestLanesSpread checks that each bulk lane lands on its own listener
+// socket when there are enough of them.
+func TestLanesSpread(t *testing.T) {
+	tests := []struct {
+		name           string
+		lanes, sockets int
+		wantPorts      int // distinct listener ports used by the lanes
+	}{
+		{name: "one socket", lanes: 3, sockets: -1, wantPorts: 1},
+		{name: "socket per lane", lanes: 3, sockets: 4, wantPorts: 3},
+		{name: "two lanes a socket", lanes: 4, sockets: 3, wantPorts: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cli, srv, ln := pair(t, &Config{BulkLanes: tt.lanes, ListenSockets: tt.sockets})
+			ports := map[int]bool{}
+			for i, l := range srv.lanes {
+				p := l.qc.LocalAddr().(*net.UDPAddr).Port
+				ports[p] = true
+				if cp := cli.lanes[i].qc.RemoteAddr().(*net.UDPAddr).Port; cp != p {
+					t.Errorf("lane %d: dialer sees port %d, listener %d", i, cp, p)
+				}
+			}
+			if len(ports) != tt.wantPorts {
+				t.Errorf("lanes use %d listener ports, want %d", len(ports), tt.wantPorts)
+			}
+			primary := ln.Addr().(*net.UDPAddr).Port
+			if tt.sockets > 1 && ports[primary] {
+				t.Errorf("a lane shares the call connection's port %d", primary)
 			}
 		})
 	}

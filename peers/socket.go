@@ -1,10 +1,8 @@
 package peers
 
 import (
-	"context"
 	"fmt"
 	"net"
-	"syscall"
 )
 
 // listenUDP opens a UDP socket on addr and sizes its buffers.
@@ -19,40 +17,29 @@ func listenUDP(addr *net.UDPAddr, bufSize int) (*net.UDPConn, error) {
 	return udp, nil
 }
 
-// listenUDPShared opens n UDP sockets bound to the same address with
-// SO_REUSEPORT (n > 1 only where reusePortSupported). With port 0 the
-// first socket picks the port and the others join it.
-func listenUDPShared(addr *net.UDPAddr, n int, bufSize int) ([]*net.UDPConn, error) {
-	if n <= 1 {
-		udp, err := listenUDP(addr, bufSize)
-		if err != nil {
-			return nil, err
-		}
-		return []*net.UDPConn{udp}, nil
-	}
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		if err := rc.Control(func(fd uintptr) { serr = setReusePort(fd) }); err != nil {
-			return err
-		}
-		return serr
-	}}
+// listenUDPPorts opens n UDP sockets: the first on addr, the others on
+// the ports that follow (or ephemeral ports when addr's port is 0).
+func listenUDPPorts(addr *net.UDPAddr, n int, bufSize int) ([]*net.UDPConn, error) {
 	out := make([]*net.UDPConn, 0, n)
-	a := *addr
-	for range n {
-		pc, err := lc.ListenPacket(context.Background(), "udp", a.String())
+	for i := range n {
+		a := *addr
+		if a.Port != 0 {
+			a.Port += i
+		}
+		var udp *net.UDPConn
+		var err error
+		if a.Port > 65535 {
+			err = fmt.Errorf("peers: port %d out of range", a.Port)
+		} else {
+			udp, err = listenUDP(&a, bufSize)
+		}
 		if err != nil {
 			for _, u := range out {
 				_ = u.Close()
 			}
 			return nil, err
 		}
-		udp := pc.(*net.UDPConn)
-		if bufSize > 0 {
-			setSocketBuffers(udp, bufSize)
-		}
 		out = append(out, udp)
-		a.Port = udp.LocalAddr().(*net.UDPAddr).Port
 	}
 	return out, nil
 }

@@ -7,16 +7,6 @@ import (
 	"syscall"
 )
 
-const reusePortSupported = true
-
-// soReusePort is SO_REUSEPORT on Linux (the syscall package has no name
-// for it on every architecture).
-const soReusePort = 0xf
-
-func setReusePort(fd uintptr) error {
-	return syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, soReusePort, 1)
-}
-
 // forceSocketBuffers raises the buffers past the sysctl caps when the
 // process may (CAP_NET_ADMIN); Linux reports twice the size it was asked
 // for, so a buffer already at bufSize or more is left alone.

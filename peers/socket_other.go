@@ -4,9 +4,5 @@ package peers
 
 import "net"
 
-const reusePortSupported = false
-
-func setReusePort(uintptr) error { return nil }
-
 // forceSocketBuffers is Linux only.
 func forceSocketBuffers(*net.UDPConn, int) {}

@@ -1,6 +1,7 @@
 package calls
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -38,7 +39,20 @@ const (
 	OpDeviceSynchronize wire.Op = 25 // Dev
 	OpCloseSession      wire.Op = 26 // frees everything; the worker exits after replying
 
-	opLimit = 27
+	// Modules and kernels. Module and function handles belong to one
+	// device of one worker. A module image is named by its SHA-256 (Text,
+	// 64 hex digits), under which every worker of a server keeps it.
+	OpModuleHave        wire.Op = 27 // Dev, Text: image SHA-256 -> V1: module, or 0 when the server does not hold the image
+	OpModuleLoad        wire.Op = 28 // Dev, Text: image SHA-256, N: image bytes, Data inline or Aux: bulk id -> V1: module
+	OpModuleUnload      wire.Op = 29 // Dev, Aux: module
+	OpModuleGetFunction wire.Op = 30 // Dev, Aux: module, Text: kernel name -> V1: function, V2: parameters, Data: layout (AppendParams)
+	OpFuncGetParams     wire.Op = 31 // Dev, Aux: function -> V1: function, V2: parameters, Data: layout (AppendParams)
+	OpFuncGetAttribute  wire.Op = 32 // Dev, Aux: function, Aux2: attribute (CUfunction_attribute) -> V1: value (int64 bits)
+	OpFuncSetAttribute  wire.Op = 33 // Dev, Aux: function, Aux2: attribute, N: value (int64 bits)
+	OpModuleGetGlobal   wire.Op = 34 // Dev, Aux: module, Text: symbol -> V1: address, V2: size
+	OpLaunchKernel      wire.Op = 35 // Dev, Stream, Aux: function, Grid, Block, SharedMem, Data: packed arguments
+
+	opLimit = 36
 )
 
 var opNames = [opLimit]string{
@@ -49,7 +63,9 @@ var opNames = [opLimit]string{
 	OpStreamQuery: "StreamQuery", OpStreamWaitEvent: "StreamWaitEvent", OpEventCreate: "EventCreate",
 	OpEventRecord: "EventRecord", OpEventQuery: "EventQuery", OpEventSynchronize: "EventSynchronize",
 	OpEventElapsedTime: "EventElapsedTime", OpEventDestroy: "EventDestroy", OpDeviceSynchronize: "DeviceSynchronize",
-	OpCloseSession: "CloseSession",
+	OpCloseSession: "CloseSession", OpModuleHave: "ModuleHave", OpModuleLoad: "ModuleLoad", OpModuleUnload: "ModuleUnload",
+	OpModuleGetFunction: "ModuleGetFunction", OpFuncGetParams: "FuncGetParams", OpFuncGetAttribute: "FuncGetAttribute",
+	OpFuncSetAttribute: "FuncSetAttribute", OpModuleGetGlobal: "ModuleGetGlobal", OpLaunchKernel: "LaunchKernel",
 }
 
 // Name returns the API name of op, or "Op(n)" for an unknown one.
@@ -78,6 +94,7 @@ const (
 	fAux2
 	fText
 	fData
+	fLaunch // Grid, Block, SharedMem
 )
 
 var opFields = [opLimit]uint32{
@@ -107,6 +124,15 @@ var opFields = [opLimit]uint32{
 	OpEventDestroy:      fDev | fEvent,
 	OpDeviceSynchronize: fDev,
 	OpCloseSession:      0,
+	OpModuleHave:        fDev | fText,
+	OpModuleLoad:        fDev | fN | fAux | fText | fData,
+	OpModuleUnload:      fDev | fAux,
+	OpModuleGetFunction: fDev | fAux | fText,
+	OpFuncGetParams:     fDev | fAux,
+	OpFuncGetAttribute:  fDev | fAux | fAux2,
+	OpFuncSetAttribute:  fDev | fN | fAux | fAux2,
+	OpModuleGetGlobal:   fDev | fAux | fText,
+	OpLaunchKernel:      fDev | fStream | fAux | fLaunch | fData,
 }
 
 // Call is the body of a request frame. Which fields travel is fixed by the
@@ -122,8 +148,13 @@ type Call struct {
 	N      uint64 // bytes, or elements for Memset
 	Aux    uint64 // opcode-specific: flags, memset value, bulk transfer id
 	Aux2   uint64 // opcode-specific: priority, memset element width
-	Text   string // opcode-specific: token, peer address
+	Text   string // opcode-specific: token, peer address, image digest, kernel name
 	Data   []byte // inline payload; aliases the frame buffer after Decode
+
+	// Launch configuration (OpLaunchKernel).
+	Grid      [3]uint32 // blocks in x, y, z
+	Block     [3]uint32 // threads per block in x, y, z
+	SharedMem uint32    // dynamic shared memory per block, bytes
 }
 
 // ErrUnknownOp is returned for an opcode this protocol does not define.
@@ -148,6 +179,15 @@ func (c *Call) Encode(op wire.Op, e *wire.Enc) error {
 		if m&f.bit != 0 {
 			e.U64(f.v)
 		}
+	}
+	if m&fLaunch != 0 {
+		for _, v := range c.Grid {
+			e.U32(v)
+		}
+		for _, v := range c.Block {
+			e.U32(v)
+		}
+		e.U32(c.SharedMem)
 	}
 	if m&fText != 0 && !e.String(c.Text) {
 		return errors.New("calls: text field too long")
@@ -181,6 +221,15 @@ func (c *Call) Decode(op wire.Op, body []byte) error {
 		if m&f.bit != 0 {
 			*f.p = d.U64()
 		}
+	}
+	if m&fLaunch != 0 {
+		for i := range c.Grid {
+			c.Grid[i] = d.U32()
+		}
+		for i := range c.Block {
+			c.Block[i] = d.U32()
+		}
+		c.SharedMem = d.U32()
 	}
 	if m&fText != 0 {
 		c.Text = d.String()
@@ -233,3 +282,66 @@ func F32From(v uint64) float32 { return math.Float32frombits(uint32(v)) }
 // InlineMax is the largest payload sent inside a call or reply frame; larger
 // payloads go over bulk streams so that they never hold up small calls.
 const InlineMax = 64 << 10
+
+// MaxKernelArgs is the largest packed argument buffer a kernel launch
+// takes: the parameter space of a CUDA kernel (32764 bytes since CUDA
+// 12.1).
+const MaxKernelArgs = 32764
+
+// ParamSize is the size of one parameter in an encoded layout.
+const ParamSize = 8
+
+// Param is where one kernel parameter lies in the packed argument buffer
+// of OpLaunchKernel: Size bytes at Offset, as cuFuncGetParamInfo reports.
+type Param struct {
+	Offset, Size uint32
+}
+
+// ErrBadLayout is wrapped by the error DecodeParams returns for a layout
+// that is not one a kernel can have.
+var ErrBadLayout = errors.New("calls: bad parameter layout")
+
+// AppendParams appends the encoded layout ps to b: each parameter as its
+// offset and size, both u32 little endian, in parameter order.
+func AppendParams(b []byte, ps []Param) []byte {
+	for _, p := range ps {
+		b = binary.LittleEndian.AppendUint32(b, p.Offset)
+		b = binary.LittleEndian.AppendUint32(b, p.Size)
+	}
+	return b
+}
+
+// DecodeParams decodes a layout AppendParams encoded. It checks that the
+// parameters have non-zero sizes, follow each other without overlapping
+// and end within MaxKernelArgs; it never panics.
+func DecodeParams(b []byte) ([]Param, error) {
+	if len(b)%ParamSize != 0 {
+		return nil, fmt.Errorf("%w: %d bytes is not a whole number of parameters", ErrBadLayout, len(b))
+	}
+	ps := make([]Param, len(b)/ParamSize)
+	end := uint64(0)
+	for i := range ps {
+		p := Param{Offset: binary.LittleEndian.Uint32(b[i*ParamSize:]), Size: binary.LittleEndian.Uint32(b[i*ParamSize+4:])}
+		switch {
+		case p.Size == 0:
+			return nil, fmt.Errorf("%w: parameter %d has size 0", ErrBadLayout, i)
+		case uint64(p.Offset) < end:
+			return nil, fmt.Errorf("%w: parameter %d at offset %d overlaps the one before", ErrBadLayout, i, p.Offset)
+		case uint64(p.Offset)+uint64(p.Size) > MaxKernelArgs:
+			return nil, fmt.Errorf("%w: parameter %d ends past %d bytes", ErrBadLayout, i, MaxKernelArgs)
+		}
+		end = uint64(p.Offset) + uint64(p.Size)
+		ps[i] = p
+	}
+	return ps, nil
+}
+
+// ArgsSize returns the length of the packed argument buffer of a kernel
+// whose parameters are ps (in order): the end of the last one.
+func ArgsSize(ps []Param) int {
+	if len(ps) == 0 {
+		return 0
+	}
+	last := ps[len(ps)-1]
+	return int(last.Offset) + int(last.Size)
+}

@@ -9,7 +9,8 @@ import (
 
 func full() Call {
 	return Call{Dev: 3, Dev2: 7, Stream: 11, Event: 13, Event2: 17, Dst: 0x1000_0000_1000, Src: 0x1000_4000_0000,
-		N: 1 << 20, Aux: 42, Aux2: 4, Text: "tok", Data: []byte{1, 2, 3}}
+		N: 1 << 20, Aux: 42, Aux2: 4, Text: "tok", Data: []byte{1, 2, 3},
+		Grid: [3]uint32{1000, 2, 3}, Block: [3]uint32{256, 4, 1}, SharedMem: 48 << 10}
 }
 
 // masked returns c with only the fields op carries.
@@ -52,13 +53,16 @@ func masked(op wire.Op, c Call) Call {
 	if m&fData != 0 {
 		r.Data = c.Data
 	}
+	if m&fLaunch != 0 {
+		r.Grid, r.Block, r.SharedMem = c.Grid, c.Block, c.SharedMem
+	}
 	return r
 }
 
 func equal(a, b Call) bool {
 	return a.Dev == b.Dev && a.Dev2 == b.Dev2 && a.Stream == b.Stream && a.Event == b.Event && a.Event2 == b.Event2 &&
 		a.Dst == b.Dst && a.Src == b.Src && a.N == b.N && a.Aux == b.Aux && a.Aux2 == b.Aux2 && a.Text == b.Text &&
-		string(a.Data) == string(b.Data)
+		string(a.Data) == string(b.Data) && a.Grid == b.Grid && a.Block == b.Block && a.SharedMem == b.SharedMem
 }
 
 func TestCallRoundTripEveryOp(t *testing.T) {
@@ -142,5 +146,91 @@ func FuzzCallDecode(f *testing.F) {
 		}
 		var r Reply
 		_ = r.Decode(body)
+	})
+}
+
+func TestLaunchCarriesConfiguration(t *testing.T) {
+	in := Call{Dev: 1, Stream: 9, Aux: 0xfeed, Grid: [3]uint32{7, 1, 1}, Block: [3]uint32{128, 2, 1}, SharedMem: 1024, Data: []byte{1, 2, 3, 4}}
+	var e wire.Enc
+	if err := in.Encode(OpLaunchKernel, &e); err != nil {
+		t.Fatal(err)
+	}
+	// Dev, Stream, Aux, 7 launch words, then the arguments with their length.
+	if want := 4 + 8 + 8 + 7*4 + 4 + 4; len(e.B) != want {
+		t.Fatalf("launch body is %d bytes, want %d", len(e.B), want)
+	}
+	var out Call
+	if err := out.Decode(OpLaunchKernel, e.B); err != nil {
+		t.Fatal(err)
+	}
+	if !equal(out, in) {
+		t.Fatalf("got %+v, want %+v", out, in)
+	}
+}
+
+func TestParams(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      []Param
+		size    int
+		wantErr bool
+	}{
+		{name: "none", in: nil, size: 0},
+		{name: "pointer and int", in: []Param{{0, 8}, {8, 4}}, size: 12},
+		{name: "padding", in: []Param{{0, 4}, {8, 8}, {16, 4}}, size: 20},
+		{name: "largest", in: []Param{{0, MaxKernelArgs}}, size: MaxKernelArgs},
+		{name: "zero size", in: []Param{{0, 0}}, wantErr: true},
+		{name: "overlap", in: []Param{{0, 8}, {4, 4}}, wantErr: true},
+		{name: "past the limit", in: []Param{{MaxKernelArgs - 2, 4}}, wantErr: true},
+		{name: "offset overflows", in: []Param{{0xFFFFFFFF, 2}}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := AppendParams(nil, tt.in)
+			if len(b) != ParamSize*len(tt.in) {
+				t.Fatalf("encoded %d params into %d bytes", len(tt.in), len(b))
+			}
+			got, err := DecodeParams(b)
+			if tt.wantErr {
+				if !errors.Is(err, ErrBadLayout) {
+					t.Fatalf("DecodeParams = %v, %v; want ErrBadLayout", got, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.in) {
+				t.Fatalf("got %v, want %v", got, tt.in)
+			}
+			for i := range got {
+				if got[i] != tt.in[i] {
+					t.Fatalf("got %v, want %v", got, tt.in)
+				}
+			}
+			if s := ArgsSize(got); s != tt.size {
+				t.Fatalf("ArgsSize = %d, want %d", s, tt.size)
+			}
+		})
+	}
+	if _, err := DecodeParams(make([]byte, 7)); !errors.Is(err, ErrBadLayout) {
+		t.Fatalf("7 bytes: %v, want ErrBadLayout", err)
+	}
+}
+
+func FuzzDecodeParams(f *testing.F) {
+	f.Add(AppendParams(nil, []Param{{0, 8}, {8, 4}}))
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ps, err := DecodeParams(b)
+		if err != nil {
+			return
+		}
+		if string(AppendParams(nil, ps)) != string(b) {
+			t.Fatal("re-encoding differs")
+		}
+		if s := ArgsSize(ps); s > MaxKernelArgs {
+			t.Fatalf("ArgsSize %d past the limit", s)
+		}
 	})
 }

@@ -36,15 +36,6 @@ func (e *ChecksumError) Error() string {
 // ChunkSum returns the checksum a ChunkHeader carries for p.
 func ChunkSum(p []byte) uint64 { return xxhash.Sum64(p) }
 
-// NewChunkHeader returns the header for payload p placed at offset. It
-// panics if p is longer than 4 GiB - 1, which no caller cuts.
-func NewChunkHeader(offset uint64, p []byte) ChunkHeader {
-	if uint64(len(p)) > 0xFFFF_FFFF {
-		panic("wire: chunk longer than 4 GiB")
-	}
-	return ChunkHeader{Offset: offset, Len: uint32(len(p)), Sum: ChunkSum(p)}
-}
-
 // AppendChunkHeader appends the encoding of h to dst.
 func AppendChunkHeader(dst []byte, h *ChunkHeader) []byte {
 	dst = binary.LittleEndian.AppendUint64(dst, h.Offset)

@@ -447,7 +447,7 @@ func TestDecErrors(t *testing.T) {
 
 func TestChunkHeader(t *testing.T) {
 	payload := bytes.Repeat([]byte("xgpu"), 1000)
-	h := NewChunkHeader(1<<40, payload)
+	h := ChunkHeader{Offset: 1 << 40, Len: uint32(len(payload)), Sum: ChunkSum(payload)}
 	b := AppendChunkHeader(nil, &h)
 	if len(b) != ChunkHeaderSize {
 		t.Fatalf("encoded %d bytes, want %d", len(b), ChunkHeaderSize)
