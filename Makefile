@@ -7,7 +7,7 @@ BIN       := bin
 PKGS      := ./...
 TESTFLAGS ?= -race -shuffle=on -timeout 25m
 
-.PHONY: help build test test-gpu gpu-bundle bench generate lint check demo fuzz clean
+.PHONY: help build test test-gpu gpu-bundle bench generate generate-ptx lint check demo fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -30,6 +30,12 @@ bench: build ## measure xgpu against baselines of the same run (see docs/bench.m
 
 generate: ## regenerate protobuf and other generated code
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) generate $(PKGS)
+
+NVCC      ?= nvcc
+PTX_ARCH  ?= compute_90
+
+generate-ptx: ## GPU machine only (needs the CUDA toolkit): regenerate the worker's embedded reduction kernels from server/cuda/kernels/reduce.cu
+	$(NVCC) -ptx -arch=$(PTX_ARCH) -o server/cuda/kernels/reduce_sm90.ptx server/cuda/kernels/reduce.cu
 
 lint: ## gofmt, go vet and the layering rules
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
