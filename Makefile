@@ -7,7 +7,7 @@ BIN       := bin
 PKGS      := ./...
 TESTFLAGS ?= -race -shuffle=on -timeout 25m
 
-.PHONY: help build test test-gpu gpu-bundle bench generate generate-ptx lint check demo fuzz clean
+.PHONY: help build shim test test-gpu gpu-bundle bench generate generate-ptx lint check demo fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -15,6 +15,9 @@ help: ## list the targets
 build: ## build bin/xgpu
 	@mkdir -p $(BIN)
 	CGO_ENABLED=1 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/xgpu ./cmd/xgpu
+
+shim: ## build bin/libxgpu.so and bin/libcudart.so.13, the CUDA runtime shim (docs/cuda-shim.md)
+	GO=$(GO) runtime/cudart/build.sh $(BIN)
 
 test: ## run every test that needs no GPU (race detector on, shuffled)
 	$(GO) test $(TESTFLAGS) $(PKGS)
