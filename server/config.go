@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -124,6 +125,29 @@ type Config struct {
 	// bounds how long a vanished client holds its vGPUs. Zero: the peers
 	// package's defaults.
 	WorkerTransport peers.Config
+
+	// ModuleCacheDir is where workers keep the module images (fatbins,
+	// cubins, PTX) clients load, by SHA-256, so that an image crosses the
+	// network once per server rather than once per session. It holds the
+	// code of every tenant of the server: give it to the server's user
+	// alone (workers create it with mode 0700). Zero:
+	// DefaultModuleCacheDir(), unless NoModuleCache.
+	ModuleCacheDir string
+
+	// NoModuleCache turns the module cache off: every session uploads
+	// its images. Zero: the cache is on.
+	NoModuleCache bool
+}
+
+// DefaultModuleCacheDir is the module cache of a Config that names none:
+// xgpu/modules under the user's cache directory ($XDG_CACHE_HOME, else
+// ~/.cache), or "" when there is none (no cache).
+func DefaultModuleCacheDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "xgpu", "modules")
 }
 
 // Validate reports every problem of c, joined, or nil. It does not change c;
@@ -213,6 +237,19 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Worker == nil {
 		c.Worker = &ExecLauncher{}
+	}
+	switch {
+	case c.NoModuleCache:
+		c.ModuleCacheDir = ""
+	case c.ModuleCacheDir == "":
+		c.ModuleCacheDir = DefaultModuleCacheDir()
+	default:
+		// Workers may run elsewhere than the supervisor's directory.
+		dir, err := filepath.Abs(c.ModuleCacheDir)
+		if err != nil {
+			return c, fmt.Errorf("server: config: ModuleCacheDir: %w", err)
+		}
+		c.ModuleCacheDir = dir
 	}
 	if c.AggregatorDialOptions == nil {
 		c.AggregatorDialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}

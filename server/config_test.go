@@ -2,6 +2,8 @@ package server
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -87,4 +89,43 @@ func TestConfigAddresses(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestConfigModuleCache(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", "/var/cache/test")
+	base := validConfig()
+	base.Host = "h"
+	tests := []struct {
+		name    string
+		dir     string
+		disable bool
+		want    string
+	}{
+		{name: "default", want: "/var/cache/test/xgpu/modules"},
+		{name: "absolute", dir: "/srv/xgpu/modules", want: "/srv/xgpu/modules"},
+		{name: "relative made absolute", dir: "mods", want: filepath.Join(mustGetwd(t), "mods")},
+		{name: "off", dir: "/srv/xgpu/modules", disable: true, want: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := base
+			c.ModuleCacheDir, c.NoModuleCache = tt.dir, tt.disable
+			got, err := c.withDefaults()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.ModuleCacheDir != tt.want {
+				t.Fatalf("ModuleCacheDir = %q, want %q", got.ModuleCacheDir, tt.want)
+			}
+		})
+	}
+}
+
+func mustGetwd(t *testing.T) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wd
 }

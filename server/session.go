@@ -155,6 +155,8 @@ func (s *Server) workerConfig(id, token string, devs []worker.DeviceConfig) work
 		ListenHost: s.cfg.WorkerListenHost,
 		TLS:        s.cfg.WorkerTLS,
 		Transport:  s.cfg.WorkerTransport,
+
+		ModuleCacheDir: s.cfg.ModuleCacheDir,
 	}
 	// Clients reach the worker under the name they reach the server by.
 	if host, _, err := net.SplitHostPort(s.inv.Load().GetAddress()); err == nil && host != "" {

@@ -52,7 +52,8 @@ const (
 	OpModuleGetGlobal   wire.Op = 34 // Dev, Aux: module, Text: symbol -> V1: address, V2: size
 	OpLaunchKernel      wire.Op = 35 // Dev, Stream, Aux: function, Grid, Block, SharedMem, Data: packed arguments
 
-	opLimit = 36
+	// Opcodes 64 and up (collectives) and opLimit are in collective.go;
+	// opcodes up to 63 go here.
 )
 
 var opNames = [opLimit]string{

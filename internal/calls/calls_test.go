@@ -67,6 +67,9 @@ func equal(a, b Call) bool {
 
 func TestCallRoundTripEveryOp(t *testing.T) {
 	for op := wire.Op(1); op < opLimit; op++ {
+		if !Known(op) {
+			continue // a gap between the ranges of opcodes
+		}
 		t.Run(Name(op), func(t *testing.T) {
 			in := full()
 			var e wire.Enc

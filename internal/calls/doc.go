@@ -15,6 +15,13 @@
 // returned by the next call that waits for a reply, as CUDA returns errors of
 // asynchronous work from a later call. Decoding never panics on any input.
 //
+// Modules and kernels: OpModuleHave and OpModuleLoad name an image by its
+// SHA-256; OpModuleGetFunction answers a kernel's parameter layout
+// (AppendParams, DecodeParams), which the client keeps and packs launch
+// arguments by; OpLaunchKernel carries the grid, the block and the dynamic
+// shared memory (Call.Grid, Call.Block, Call.SharedMem) and the packed
+// arguments inline (at most MaxKernelArgs bytes).
+//
 // The types are plain values; a Call or Reply must not be used by two
 // goroutines at once.
 package calls

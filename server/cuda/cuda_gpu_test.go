@@ -8,6 +8,8 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,80 +89,6 @@ func TestDriverOnGPU(t *testing.T) {
 	}
 }
 
-// PTX written for these tests: add_one adds 1 to each of n 32-bit words at
-// p; fill stores v to each of n words at p (its parameters are laid out
-// with padding: u32 at 0, u64 at 8, u32 at 16); crash stores to address 8.
-const testPTX = `
-.version 7.0
-.target sm_70
-.address_size 64
-
-.visible .entry add_one(
-	.param .u64 add_one_p,
-	.param .u32 add_one_n
-)
-{
-	.reg .pred %p<2>;
-	.reg .b32 %r<8>;
-	.reg .b64 %rd<5>;
-
-	ld.param.u64 %rd1, [add_one_p];
-	ld.param.u32 %r1, [add_one_n];
-	mov.u32 %r2, %ctaid.x;
-	mov.u32 %r3, %ntid.x;
-	mov.u32 %r4, %tid.x;
-	mad.lo.s32 %r5, %r2, %r3, %r4;
-	setp.ge.u32 %p1, %r5, %r1;
-	@%p1 bra DONE;
-	cvta.to.global.u64 %rd2, %rd1;
-	mul.wide.u32 %rd3, %r5, 4;
-	add.s64 %rd4, %rd2, %rd3;
-	ld.global.u32 %r6, [%rd4];
-	add.s32 %r7, %r6, 1;
-	st.global.u32 [%rd4], %r7;
-DONE:
-	ret;
-}
-
-.visible .entry fill(
-	.param .u32 fill_v,
-	.param .u64 fill_p,
-	.param .u32 fill_n
-)
-{
-	.reg .pred %p<2>;
-	.reg .b32 %r<7>;
-	.reg .b64 %rd<5>;
-
-	ld.param.u32 %r1, [fill_v];
-	ld.param.u64 %rd1, [fill_p];
-	ld.param.u32 %r2, [fill_n];
-	mov.u32 %r3, %ctaid.x;
-	mov.u32 %r4, %ntid.x;
-	mov.u32 %r5, %tid.x;
-	mad.lo.s32 %r6, %r3, %r4, %r5;
-	setp.ge.u32 %p1, %r6, %r2;
-	@%p1 bra FILLED;
-	cvta.to.global.u64 %rd2, %rd1;
-	mul.wide.u32 %rd3, %r6, 4;
-	add.s64 %rd4, %rd2, %rd3;
-	st.global.u32 [%rd4], %r1;
-FILLED:
-	ret;
-}
-
-.visible .entry crash()
-{
-	.reg .b32 %r<2>;
-	.reg .b64 %rd<2>;
-
-	mov.u64 %rd1, 8;
-	mov.u32 %r1, 1;
-	st.global.u32 [%rd1], %r1;
-	ret;
-}
-`
-
 func openTestDevice(t *testing.T, b *Backend) *DeviceContext {
 	t.Helper()
 	dev, err := b.Open(backend.DeviceSpec{Index: 0, WindowBase: backendtest.WindowBase, WindowSize: backendtest.WindowSize, MemoryQuota: 64 << 20})
@@ -177,105 +105,45 @@ func testCtx(t *testing.T) context.Context {
 	return c
 }
 
-func TestPTXKernel(t *testing.T) {
+func gpuBackend(t *testing.T) backend.Backend { return newGPUBackend(t) }
+
+// TestKernelConformance runs the kernel suite on the GPU with the PTX
+// above.
+func TestKernelConformance(t *testing.T) {
+	requireGPU(t)
+	backendtest.RunKernels(t, gpuBackend, []byte(backendtest.KernelsPTX))
+}
+
+// TestLaunchErrorDeferred checks that a launch the driver refuses when it
+// issues it (1025 threads per block) is reported by the next
+// synchronizing call, once.
+func TestLaunchErrorDeferred(t *testing.T) {
 	requireGPU(t)
 	b := newGPUBackend(t)
 	defer b.Close()
 	d := openTestDevice(t, b)
-	t.Logf("host functions off the driver's callback thread: %v; peers with mapped access: %d",
-		d.g.waitValue.Load(), len(d.g.access)-1)
-
-	m, err := d.LoadModule([]byte(testPTX))
+	t.Logf("host functions off the driver's callback thread: %v; peers with mapped access: %d; reduction kernels: %v",
+		d.g.waitValue.Load(), len(d.g.access)-1, d.ReducerErr())
+	m, err := d.LoadModule([]byte(backendtest.KernelsPTX))
 	if err != nil {
 		t.Fatalf("LoadModule: %v", err)
 	}
-	addOne, err := d.Function(m, "add_one")
+	addOne, err := d.Function(m, backendtest.KernelAddOne)
 	if err != nil {
-		t.Fatalf("Function(add_one): %v", err)
-	}
-	fill, err := d.Function(m, "fill")
-	if err != nil {
-		t.Fatalf("Function(fill): %v", err)
-	}
-	if _, err := d.Function(m, "no_such_kernel"); cudaerr.Code(err) != cudaerr.SymbolNotFound {
-		t.Fatalf("Function(no_such_kernel) = %v, want cudaErrorSymbolNotFound", err)
-	}
-
-	layouts := []struct {
-		name string
-		f    Function
-		want []ParamInfo
-	}{
-		{"add_one", addOne, []ParamInfo{{0, 8}, {8, 4}}},
-		{"fill", fill, []ParamInfo{{0, 4}, {8, 8}, {16, 4}}},
-	}
-	for _, l := range layouts {
-		t.Run("params "+l.name, func(t *testing.T) {
-			got, err := d.FuncParams(l.f)
-			if err != nil {
-				t.Fatalf("FuncParams: %v", err)
-			}
-			if len(got) != len(l.want) {
-				t.Fatalf("FuncParams = %v, want %v", got, l.want)
-			}
-			for i := range got {
-				if got[i] != l.want[i] {
-					t.Fatalf("FuncParams = %v, want %v", got, l.want)
-				}
-			}
-		})
+		t.Fatal(err)
 	}
 	if regs, err := d.FuncAttribute(addOne, FuncAttrNumRegs); err != nil || regs <= 0 {
 		t.Errorf("FuncAttribute(NumRegs) = %d, %v", regs, err)
 	}
-
-	const n = 100003 // not a multiple of the block size
-	p, err := d.Malloc(4 * n)
+	p, err := d.Malloc(4096)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := d.StreamCreate(backend.StreamNonBlocking, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	grid := Dim3{(n + 255) / 256, 1, 1}
-	block := Dim3{256, 1, 1}
-
-	// fill with 41, then add one twice: every word must be 43.
-	args := make([]byte, 20)
-	binary.LittleEndian.PutUint32(args[0:], 41)
-	binary.LittleEndian.PutUint64(args[8:], uint64(p))
-	binary.LittleEndian.PutUint32(args[16:], n)
-	if err := d.LaunchKernel(fill, grid, block, 0, s, args); err != nil {
-		t.Fatalf("LaunchKernel(fill): %v", err)
-	}
-	args = make([]byte, 12)
+	args := make([]byte, 12)
 	binary.LittleEndian.PutUint64(args[0:], uint64(p))
-	binary.LittleEndian.PutUint32(args[8:], n)
-	for range 2 {
-		if err := d.LaunchKernel(addOne, grid, block, 0, s, args); err != nil {
-			t.Fatalf("LaunchKernel(add_one): %v", err)
-		}
-		clear(args) // the launch copied them
-		binary.LittleEndian.PutUint64(args[0:], uint64(p))
-		binary.LittleEndian.PutUint32(args[8:], n)
-	}
-	out := make([]byte, 4*n)
-	if err := d.MemcpyDtoHAsync(out, p, s); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.StreamSynchronize(testCtx(t), s); err != nil {
-		t.Fatalf("StreamSynchronize: %v", err)
-	}
-	for i := range n {
-		if v := binary.LittleEndian.Uint32(out[4*i:]); v != 43 {
-			t.Fatalf("word %d = %d, want 43", i, v)
-		}
-	}
-
-	// A launch the driver refuses (1025 threads per block) is reported by
-	// the next synchronizing call, once.
-	if err := d.LaunchKernel(addOne, Dim3{1, 1, 1}, Dim3{1025, 1, 1}, 0, s, args); err != nil {
+	binary.LittleEndian.PutUint32(args[8:], 16)
+	s := backend.LegacyStream
+	if err := d.LaunchKernel(addOne, Dim3{X: 1, Y: 1, Z: 1}, Dim3{X: 1025, Y: 1, Z: 1}, 0, s, args); err != nil {
 		t.Fatalf("LaunchKernel(1025 threads) = %v at enqueue; want the error deferred", err)
 	}
 	if err := d.StreamSynchronize(testCtx(t), s); cudaerr.Code(err) != cudaerr.InvalidValue {
@@ -284,13 +152,72 @@ func TestPTXKernel(t *testing.T) {
 	if err := d.StreamSynchronize(testCtx(t), s); err != nil {
 		t.Fatalf("second StreamSynchronize = %v, want the error reported once", err)
 	}
+}
 
-	if err := d.UnloadModule(m); err != nil {
-		t.Fatalf("UnloadModule: %v", err)
+// TestReduce runs the reduction suite on the GPU: every element type and
+// operator of the kernels the gpu loads at start, against the CPU
+// reference. When nvcc is on the PATH, the kernels are compiled afresh
+// from kernels/reduce.cu and the embedded PTX must match them.
+func TestReduce(t *testing.T) {
+	requireGPU(t)
+	if fresh := compileReducePTX(t); fresh != nil {
+		if !samePTX(t, fresh, reducePTX) {
+			t.Errorf("kernels/reduce_sm90.ptx is not what nvcc makes of kernels/reduce.cu: run make generate-ptx; testing the fresh PTX")
+			reduceImage = fresh
+			defer func() { reduceImage = reducePTX }()
+		}
 	}
-	if err := d.LaunchKernel(addOne, grid, block, 0, s, args); cudaerr.Code(err) != cudaerr.InvalidResourceHandle {
-		t.Fatalf("LaunchKernel after UnloadModule = %v, want cudaErrorInvalidResourceHandle", err)
+	b := newGPUBackend(t)
+	d := openTestDevice(t, b)
+	if err := d.ReducerErr(); err != nil {
+		b.Close()
+		t.Fatalf("reduction kernels: %v", err)
 	}
+	b.Close()
+	backendtest.RunReduce(t, gpuBackend)
+}
+
+// compileReducePTX runs nvcc as make generate-ptx does; nil without nvcc.
+func compileReducePTX(t *testing.T) []byte {
+	nvcc, err := exec.LookPath("nvcc")
+	if err != nil {
+		t.Logf("no nvcc: testing the embedded PTX only")
+		return nil
+	}
+	out := filepath.Join(t.TempDir(), "reduce.ptx")
+	cmd := exec.Command(nvcc, "-ptx", "-arch=compute_90", "-o", out, "kernels/reduce.cu")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nvcc: %v\n%s", err, msg)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// samePTX compares two PTX texts; when they come from different nvcc
+// releases (their header comments differ) only that is logged.
+func samePTX(t *testing.T, a, b []byte) bool {
+	if string(a) == string(b) {
+		return true
+	}
+	release := func(p []byte) string {
+		for _, l := range strings.Split(string(p), "\n") {
+			if strings.HasPrefix(l, "// Cuda compilation tools") {
+				return l
+			}
+		}
+		return ""
+	}
+	if release(b) == "" {
+		return false // not nvcc output: the placeholder of a tree never generated
+	}
+	if ra, rb := release(a), release(b); ra != rb {
+		t.Logf("embedded PTX from %q, this machine's nvcc is %q: not compared", rb, ra)
+		return true
+	}
+	return false
 }
 
 // TestWindowPlacement checks that allocations land in the window asked
@@ -324,58 +251,31 @@ func TestWindowPlacement(t *testing.T) {
 	t.Logf("Open of a taken window: %v", err)
 }
 
-// TestStickyError runs a kernel that faults in a child process (a lost
-// context may leave the process unable to use CUDA again) and checks that
-// the fault is reported, sticks, and that closing and reopening works.
-func TestStickyError(t *testing.T) {
+// TestKernelFault runs backendtest.RunKernelFault in a child process (a
+// lost context may leave the process unable to use CUDA again), then
+// checks in the same child that a fresh context after the fault works or
+// reports what the driver does.
+func TestKernelFault(t *testing.T) {
 	requireGPU(t)
-	if os.Getenv("XGPU_CUDA_STICKY_CHILD") == "1" {
-		stickyChild(t)
+	if os.Getenv("XGPU_CUDA_FAULT_CHILD") == "1" {
+		backendtest.RunKernelFault(t, gpuBackend, []byte(backendtest.KernelsPTX))
+		b := newGPUBackend(t)
+		defer b.Close()
+		d2, err := b.Open(backend.DeviceSpec{Index: 0, WindowBase: backendtest.WindowBase, WindowSize: backendtest.WindowSize, MemoryQuota: 1 << 20})
+		if err != nil {
+			t.Logf("reopen after the fault: %v", err)
+			return
+		}
+		defer d2.Close()
+		_, err = d2.Malloc(4096)
+		t.Logf("Malloc on a fresh context after the fault: %v", err)
 		return
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestStickyError$", "-test.v")
-	cmd.Env = append(os.Environ(), "XGPU_CUDA_STICKY_CHILD=1")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKernelFault$", "-test.v")
+	cmd.Env = append(os.Environ(), "XGPU_CUDA_FAULT_CHILD=1")
 	out, err := cmd.CombinedOutput()
 	t.Logf("child:\n%s", out)
 	if err != nil {
 		t.Fatalf("child: %v", err)
 	}
-}
-
-func stickyChild(t *testing.T) {
-	b := newGPUBackend(t)
-	defer b.Close()
-	d := openTestDevice(t, b)
-	m, err := d.LoadModule([]byte(testPTX))
-	if err != nil {
-		t.Fatal(err)
-	}
-	crash, err := d.Function(m, "crash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.LaunchKernel(crash, Dim3{1, 1, 1}, Dim3{1, 1, 1}, 0, backend.LegacyStream, nil); err != nil {
-		t.Fatalf("LaunchKernel(crash) = %v at enqueue", err)
-	}
-	err = d.Synchronize(testCtx(t))
-	code := cudaerr.Code(err)
-	if !cudaerr.Sticky(code) {
-		t.Fatalf("Synchronize after a faulting kernel = %v, want a sticky error", err)
-	}
-	if _, err := d.Malloc(1); cudaerr.Code(err) != code {
-		t.Fatalf("Malloc after the fault = %v, want %v", err, code)
-	}
-	if err := d.Close(); err != nil {
-		t.Fatalf("Close after the fault: %v", err)
-	}
-	// The last Device closed: the primary context was released. A new one
-	// may or may not be usable in this process; report what the driver does.
-	d2, err := b.Open(backend.DeviceSpec{Index: 0, WindowBase: backendtest.WindowBase, WindowSize: backendtest.WindowSize, MemoryQuota: 1 << 20})
-	if err != nil {
-		t.Logf("reopen after the fault: %v", err)
-		return
-	}
-	defer d2.Close()
-	_, err = d2.Malloc(4096)
-	t.Logf("Malloc on a fresh context after the fault: %v", err)
 }

@@ -523,8 +523,11 @@ func stageIn(bufs [][]byte, src []byte) {
 	wg.Wait()
 }
 
-// MemcpyHtoDAsync copies src to dst. The bytes are staged into pinned
-// memory before the call returns; the DMA runs in stream order.
+// MemcpyHtoDAsync copies src to dst. As backend.Device requires, src is
+// read when the stream reaches the copy, not when it is enqueued (a caller
+// may still be filling it, as the worker does with payloads that arrive
+// over the network): a host function in stream order stages the bytes into
+// pinned memory, then the DMA runs.
 func (d *DeviceContext) MemcpyHtoDAsync(dst backend.DevicePtr, src []byte, s backend.Stream) error {
 	const op = "MemcpyHtoDAsync"
 	if err := d.enter(op); err != nil {
@@ -543,10 +546,15 @@ func (d *DeviceContext) MemcpyHtoDAsync(dst backend.DevicePtr, src []byte, s bac
 	if err != nil {
 		return opErr(op, err)
 	}
-	stageIn(bufs, src)
 	cu, n := st.cu, len(src)
 	err = d.submit(op, func() error {
 		pool.reap()
+		if err := d.drv.LaunchHostFunc(cu, d.g.inline(func() { stageIn(bufs, src) })); err != nil {
+			for _, b := range bufs {
+				pool.put(b)
+			}
+			return err
+		}
 		for i, b := range bufs {
 			off := i * stagingChunk
 			if err := d.drv.MemcpyHtoDAsync(DevicePtr(dst)+DevicePtr(off), b[:min(stagingChunk, n-off)], cu); err != nil {

@@ -44,7 +44,8 @@
 //	p, err := dev.Malloc(1 << 20)
 //	err = dev.MemcpyHtoDAsync(p, data, backend.LegacyStream)
 //	err = dev.StreamSynchronize(ctx, backend.LegacyStream)
-//	// kernels: dev.(*cuda.DeviceContext).LoadModule, Function, FuncParams, LaunchKernel
+//	// kernels (backend.Kernels): LoadModule, Function, FuncParams, LaunchKernel
+//	// reductions (backend.Reducer): Reduce, Divide
 //
 // Open reserves the Device's whole address window at spec.WindowBase with
 // cuMemAddressReserve and fails if the driver places it elsewhere, so that
@@ -57,12 +58,22 @@
 // in a kernel) is lost for all of them; the context is released when the
 // last of them closes.
 //
+// When a GPU starts, its context loads the element-wise kernels the
+// collectives use (kernels/reduce.cu, embedded as PTX that `make
+// generate-ptx` makes on a machine with the CUDA toolkit; the driver
+// compiles it for the GPU and caches the result): Reduce and Divide run
+// them. A GPU whose driver cannot load them still serves everything else;
+// ReducerErr says why.
+//
 // Work that only queues (copies, memsets, event records and waits, host
 // functions, launches) is checked at once and handed to the Executor
 // without waiting for it; an error the driver reports while issuing it is
 // returned by the Device's next synchronizing or querying call, as CUDA
 // reports asynchronous errors. Host-device copies stage through pinned host
-// memory (staging.go); host functions run on their own goroutines while
+// memory (staging.go) in stream order: a host function copies the source
+// of a host-to-device copy when the stream reaches it, as backend.Device
+// requires (the worker fills payloads that arrive over the network after
+// it queued their copy); host functions run on their own goroutines while
 // their stream waits on a word of pinned memory (cuStreamWaitValue32), so
 // that one slow host function does not hold up the others (hostfunc in
 // device.go). Free synchronizes the context first, as cudaFree does.

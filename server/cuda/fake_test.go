@@ -119,8 +119,21 @@ func fakeChild(t *testing.T, lib string) {
 		if _, err := dc.Function(1, "k"); cudaerr.Code(err) != cudaerr.InvalidResourceHandle {
 			t.Errorf("Function of an unknown module = %v, want cudaErrorInvalidResourceHandle", err)
 		}
-		if err := dc.LaunchKernel(1, Dim3{1, 1, 1}, Dim3{1, 1, 1}, 0, backend.LegacyStream, nil); cudaerr.Code(err) != cudaerr.InvalidResourceHandle {
+		one := Dim3{X: 1, Y: 1, Z: 1}
+		if err := dc.LaunchKernel(1, one, one, 0, backend.LegacyStream, nil); cudaerr.Code(err) != cudaerr.InvalidResourceHandle {
 			t.Errorf("LaunchKernel of an unknown function = %v, want cudaErrorInvalidResourceHandle", err)
+		}
+		// The fake loads no modules, so the reduction kernels are
+		// missing: the Device works, and Reduce says why it cannot.
+		if dc.ReducerErr() == nil {
+			t.Error("ReducerErr on the fake = nil, want the load failure")
+		}
+		p, err := dc.Malloc(64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dc.Reduce(p, p, 4, backend.F32, backend.Sum, backend.LegacyStream); cudaerr.Code(err) != cudaerr.NotSupported {
+			t.Errorf("Reduce without kernels = %v, want cudaErrorNotSupported", err)
 		}
 	})
 

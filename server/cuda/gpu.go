@@ -56,6 +56,10 @@ type gpu struct {
 	// destroyed while the wait goes on. Used on the executor only.
 	syncStream Stream
 
+	// red is the element-wise kernels (reduce.go), loaded at start; set
+	// before the gpu is used and not changed after.
+	red *reducer
+
 	refs int // open Devices on this gpu; guarded by Backend.mu
 }
 
@@ -66,7 +70,7 @@ func startGPU(drv *Driver, index int, dev Device, peers []Device, cfg Config) (*
 	if err != nil {
 		return nil, err
 	}
-	g := &gpu{drv: drv, index: index, dev: dev, ctx: ctx}
+	g := &gpu{drv: drv, index: index, dev: dev, ctx: ctx, red: &reducer{err: errNoReducer}}
 	g.staging = newStagingPool(g, cfg.StagingRetain)
 	g.events.g = g
 	g.exec, err = NewExecutor(cfg.QueueLength,
@@ -95,7 +99,11 @@ func startGPU(drv *Driver, index int, dev Device, peers []Device, cfg Config) (*
 		if g.syncStream, err = drv.StreamCreate(StreamNonBlocking, 0); err != nil {
 			return err
 		}
-		return g.staging.prefill()
+		if err := g.staging.prefill(); err != nil {
+			return err
+		}
+		g.red = loadReducer(drv, dev, reduceImage)
+		return nil
 	})
 	if err != nil {
 		g.stop()
@@ -142,6 +150,7 @@ func (g *gpu) stop() {
 	if g.exec != nil {
 		g.exec.Do(func() error {
 			g.drv.CtxSynchronize()
+			g.red.unload(g.drv)
 			if g.syncStream != 0 {
 				g.drv.StreamDestroy(g.syncStream)
 			}

@@ -7,13 +7,16 @@ import (
 	"github.com/xgpu/xgpu/server/backend"
 )
 
-// Module and kernel calls of a Device. They are not part of
-// backend.Device (the host backend cannot run device code); the worker
-// reaches them through a type assertion to *cuda.Device. Modules are loaded
-// into the GPU's primary context and unloaded when the Device closes.
+// Module and kernel calls of a Device: its backend.Kernels. Modules are
+// loaded into the GPU's primary context (which every Device on the GPU
+// shares), but a Device accepts only the module and function handles it
+// gave out, and unloads its modules when it closes. Handles are the
+// driver's CUmodule and CUfunction values.
+
+var _ backend.Kernels = (*DeviceContext)(nil)
 
 // LoadModule loads a cubin, fatbin or PTX image (cuModuleLoadData).
-func (d *DeviceContext) LoadModule(image []byte) (Module, error) {
+func (d *DeviceContext) LoadModule(image []byte) (backend.Module, error) {
 	const op = "LoadModule"
 	if err := d.enter(op); err != nil {
 		return 0, err
@@ -34,16 +37,19 @@ func (d *DeviceContext) LoadModule(image []byte) (Module, error) {
 	d.kernMu.Lock()
 	d.modules[m] = struct{}{}
 	d.kernMu.Unlock()
-	return m, nil
+	return backend.Module(m), nil
 }
 
-// UnloadModule unloads m; its functions become invalid.
-func (d *DeviceContext) UnloadModule(m Module) error {
+// UnloadModule unloads m once the work queued on the context has
+// completed (as cudaFree, it waits for the device, on another thread); its
+// functions are invalid at once.
+func (d *DeviceContext) UnloadModule(bm backend.Module) error {
 	const op = "UnloadModule"
 	if err := d.enter(op); err != nil {
 		return err
 	}
 	defer d.mu.RUnlock()
+	m := Module(bm)
 	d.kernMu.Lock()
 	if _, ok := d.modules[m]; !ok {
 		d.kernMu.Unlock()
@@ -56,21 +62,44 @@ func (d *DeviceContext) UnloadModule(m Module) error {
 		}
 	}
 	d.kernMu.Unlock()
-	return d.submit(op, func() error { return d.drv.ModuleUnload(m) })
+	err := d.barrier(op)
+	if err == nil {
+		err = <-d.startWait(d.drv.CtxSynchronize)
+		d.g.poison(err)
+	}
+	if uerr := d.do(op, func() error { return d.drv.ModuleUnload(m) }); err == nil {
+		err = uerr
+	}
+	if err != nil {
+		if se := d.stickyErr(op); se != nil {
+			return se
+		}
+		return opErr(op, err)
+	}
+	return nil
 }
 
-// Function returns the kernel name (mangled) of module m.
-func (d *DeviceContext) Function(m Module, fname string) (Function, error) {
+// moduleLoaded reports whether m is a module of this Device.
+func (d *DeviceContext) moduleLoaded(op string, m Module) error {
+	d.kernMu.RLock()
+	_, ok := d.modules[m]
+	d.kernMu.RUnlock()
+	if !ok {
+		return backend.Errorf(name, op, cudaerr.InvalidResourceHandle, "module %#x is not loaded on this device", uint64(m))
+	}
+	return nil
+}
+
+// Function returns the kernel fname (mangled) of module m.
+func (d *DeviceContext) Function(bm backend.Module, fname string) (backend.Function, error) {
 	const op = "Function"
 	if err := d.enter(op); err != nil {
 		return 0, err
 	}
 	defer d.mu.RUnlock()
-	d.kernMu.RLock()
-	_, ok := d.modules[m]
-	d.kernMu.RUnlock()
-	if !ok {
-		return 0, backend.Errorf(name, op, cudaerr.InvalidResourceHandle, "module %#x is not loaded on this device", uint64(m))
+	m := Module(bm)
+	if err := d.moduleLoaded(op, m); err != nil {
+		return 0, err
 	}
 	var f Function
 	err := d.do(op, func() error {
@@ -82,9 +111,13 @@ func (d *DeviceContext) Function(m Module, fname string) (Function, error) {
 		return 0, err
 	}
 	d.kernMu.Lock()
+	defer d.kernMu.Unlock()
+	if _, ok := d.modules[m]; !ok {
+		// Unloaded meanwhile.
+		return 0, backend.Errorf(name, op, cudaerr.InvalidResourceHandle, "module %#x is not loaded on this device", uint64(m))
+	}
 	d.functions[f] = m
-	d.kernMu.Unlock()
-	return f, nil
+	return backend.Function(f), nil
 }
 
 func (d *DeviceContext) checkFunction(op string, f Function) error {
@@ -98,13 +131,15 @@ func (d *DeviceContext) checkFunction(op string, f Function) error {
 }
 
 // FuncParams returns the layout of f's parameters (cuFuncGetParamInfo):
-// where each lies in the packed argument buffer LaunchKernel takes.
-func (d *DeviceContext) FuncParams(f Function) ([]ParamInfo, error) {
+// where each lies in the packed argument buffer LaunchKernel takes. It
+// fails with cudaErrorNotSupported on a driver older than CUDA 12.4.
+func (d *DeviceContext) FuncParams(bf backend.Function) ([]backend.Param, error) {
 	const op = "FuncParams"
 	if err := d.enter(op); err != nil {
 		return nil, err
 	}
 	defer d.mu.RUnlock()
+	f := Function(bf)
 	if err := d.checkFunction(op, f); err != nil {
 		return nil, err
 	}
@@ -114,16 +149,27 @@ func (d *DeviceContext) FuncParams(f Function) ([]ParamInfo, error) {
 		params, err = d.drv.FuncParams(f)
 		return err
 	})
-	return params, err
+	if err != nil {
+		return nil, err
+	}
+	out := make([]backend.Param, len(params))
+	for i, p := range params {
+		if p.Offset+p.Size > backend.MaxKernelArgs || p.Size == 0 {
+			return nil, backend.Errorf(name, op, cudaerr.InvalidKernelImage, "parameter %d at [%d, +%d) is outside the parameter space", i, p.Offset, p.Size)
+		}
+		out[i] = backend.Param{Offset: uint32(p.Offset), Size: uint32(p.Size)}
+	}
+	return out, nil
 }
 
 // FuncAttribute returns one attribute of f.
-func (d *DeviceContext) FuncAttribute(f Function, attr FuncAttribute) (int, error) {
+func (d *DeviceContext) FuncAttribute(bf backend.Function, attr backend.FuncAttribute) (int, error) {
 	const op = "FuncAttribute"
 	if err := d.enter(op); err != nil {
 		return 0, err
 	}
 	defer d.mu.RUnlock()
+	f := Function(bf)
 	if err := d.checkFunction(op, f); err != nil {
 		return 0, err
 	}
@@ -138,27 +184,48 @@ func (d *DeviceContext) FuncAttribute(f Function, attr FuncAttribute) (int, erro
 
 // SetFuncAttribute sets one attribute of f, such as
 // FuncAttrMaxDynamicSharedSizeBytes.
-func (d *DeviceContext) SetFuncAttribute(f Function, attr FuncAttribute, v int) error {
+func (d *DeviceContext) SetFuncAttribute(bf backend.Function, attr backend.FuncAttribute, v int) error {
 	const op = "SetFuncAttribute"
 	if err := d.enter(op); err != nil {
 		return err
 	}
 	defer d.mu.RUnlock()
+	f := Function(bf)
 	if err := d.checkFunction(op, f); err != nil {
 		return err
 	}
 	return d.do(op, func() error { return d.drv.FuncSetAttribute(f, attr, v) })
 }
 
-// maxArgs is the largest parameter buffer a launch takes (CUDA 12.1+).
-const maxArgs = 32764
+// ModuleGlobal returns the address and size of the global variable gname
+// of module m (cuModuleGetGlobal). The variable lives in memory the driver
+// allocated for the module, outside the Device's window and allocations.
+func (d *DeviceContext) ModuleGlobal(bm backend.Module, gname string) (backend.DevicePtr, uint64, error) {
+	const op = "ModuleGlobal"
+	if err := d.enter(op); err != nil {
+		return 0, 0, err
+	}
+	defer d.mu.RUnlock()
+	m := Module(bm)
+	if err := d.moduleLoaded(op, m); err != nil {
+		return 0, 0, err
+	}
+	var p DevicePtr
+	var size uint64
+	err := d.do(op, func() error {
+		var err error
+		p, size, err = d.drv.ModuleGetGlobal(m, gname)
+		return err
+	})
+	return backend.DevicePtr(p), size, err
+}
 
 // LaunchKernel queues f on s with the packed argument buffer args (each
 // argument at its FuncParams offset). args is copied: the caller may reuse
 // it at once. Launch errors the driver reports when the launch is issued
 // (a bad configuration, too many resources) come back from the Device's
 // next synchronizing call, as CUDA reports them.
-func (d *DeviceContext) LaunchKernel(f Function, grid, block Dim3, sharedMem uint32, s backend.Stream, args []byte) error {
+func (d *DeviceContext) LaunchKernel(bf backend.Function, grid, block backend.Dim3, sharedMem uint32, s backend.Stream, args []byte) error {
 	const op = "LaunchKernel"
 	if err := d.enter(op); err != nil {
 		return err
@@ -168,14 +235,15 @@ func (d *DeviceContext) LaunchKernel(f Function, grid, block Dim3, sharedMem uin
 	if err != nil {
 		return err
 	}
+	f := Function(bf)
 	if err := d.checkFunction(op, f); err != nil {
 		return err
 	}
 	if grid.X == 0 || grid.Y == 0 || grid.Z == 0 || block.X == 0 || block.Y == 0 || block.Z == 0 {
 		return backend.Errorf(name, op, cudaerr.InvalidConfiguration, "grid %v or block %v has a zero dimension", grid, block)
 	}
-	if len(args) > maxArgs {
-		return backend.Errorf(name, op, cudaerr.InvalidValue, "%d bytes of arguments exceed %d", len(args), maxArgs)
+	if len(args) > backend.MaxKernelArgs {
+		return backend.Errorf(name, op, cudaerr.InvalidValue, "%d bytes of arguments exceed %d", len(args), backend.MaxKernelArgs)
 	}
 	buf := append([]byte(nil), args...)
 	cu := st.cu

@@ -1,6 +1,10 @@
 package cuda
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/xgpu/xgpu/server/backend"
+)
 
 // Handles of driver objects. Each holds the driver's opaque handle by value
 // (a C pointer or integer); the zero value is the driver's null handle (for
@@ -67,21 +71,21 @@ const (
 )
 
 // FuncAttribute is a CUfunction_attribute. Its values are those of the
-// runtime's cudaFuncAttribute where both exist.
-type FuncAttribute int32
+// runtime's cudaFuncAttribute where both exist; it is the backend's type.
+type FuncAttribute = backend.FuncAttribute
 
 // Function attributes.
 const (
-	FuncAttrMaxThreadsPerBlock            FuncAttribute = 0
-	FuncAttrSharedSizeBytes               FuncAttribute = 1
-	FuncAttrConstSizeBytes                FuncAttribute = 2
-	FuncAttrLocalSizeBytes                FuncAttribute = 3
-	FuncAttrNumRegs                       FuncAttribute = 4
-	FuncAttrPTXVersion                    FuncAttribute = 5
-	FuncAttrBinaryVersion                 FuncAttribute = 6
-	FuncAttrCacheModeCA                   FuncAttribute = 7
-	FuncAttrMaxDynamicSharedSizeBytes     FuncAttribute = 8
-	FuncAttrPreferredSharedMemoryCarveout FuncAttribute = 9
+	FuncAttrMaxThreadsPerBlock            = backend.FuncAttrMaxThreadsPerBlock
+	FuncAttrSharedSizeBytes               = backend.FuncAttrSharedSizeBytes
+	FuncAttrConstSizeBytes                = backend.FuncAttrConstSizeBytes
+	FuncAttrLocalSizeBytes                = backend.FuncAttrLocalSizeBytes
+	FuncAttrNumRegs                       = backend.FuncAttrNumRegs
+	FuncAttrPTXVersion                    = backend.FuncAttrPTXVersion
+	FuncAttrBinaryVersion                 = backend.FuncAttrBinaryVersion
+	FuncAttrCacheModeCA                   = backend.FuncAttrCacheModeCA
+	FuncAttrMaxDynamicSharedSizeBytes     = backend.FuncAttrMaxDynamicSharedSizeBytes
+	FuncAttrPreferredSharedMemoryCarveout = backend.FuncAttrPreferredSharedMemoryCarveout
 )
 
 // Flags of the calls that take them.
@@ -128,7 +132,8 @@ const (
 )
 
 // Dim3 is a grid or block size. A zero component is an error at launch.
-type Dim3 struct{ X, Y, Z uint32 }
+// It is the backend's type.
+type Dim3 = backend.Dim3
 
 // ParamInfo is where a kernel parameter lies in the packed argument buffer,
 // as cuFuncGetParamInfo reports it.

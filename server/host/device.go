@@ -47,6 +47,8 @@ type Device struct {
 
 	eventsMu sync.RWMutex // guards events
 	events   map[backend.Event]*event
+
+	kern kernelTable // modules and functions (kernels.go)
 }
 
 var _ backend.Device = (*Device)(nil)
@@ -60,6 +62,7 @@ func newDevice(b *Backend, id uint32, spec backend.DeviceSpec, phys *physical) *
 		quota:  spec.MemoryQuota,
 		all:    make(map[*stream]struct{}),
 		events: make(map[backend.Event]*event),
+		kern:   kernelTable{modules: make(map[backend.Module]*module), funcs: make(map[backend.Function]*function)},
 	}
 	d.allocs.Store(&[]*allocation{})
 	d.streams.Store(&map[backend.Stream]*stream{})
@@ -171,6 +174,11 @@ func (d *Device) Close() error {
 	d.eventsMu.Lock()
 	clear(d.events)
 	d.eventsMu.Unlock()
+
+	d.kern.mu.Lock()
+	clear(d.kern.modules)
+	clear(d.kern.funcs)
+	d.kern.mu.Unlock()
 
 	d.b.forget(d)
 	return nil

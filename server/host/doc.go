@@ -9,7 +9,11 @@
 //	err = dev.MemcpyDtoHAsync(out, p, backend.LegacyStream)
 //	err = dev.StreamSynchronize(ctx, backend.LegacyStream)
 //
-// It cannot run kernels; it runs every memory operation for real.
+// It cannot run GPU code: its kernels are a small built-in library of Go
+// functions that a text module image names (see ModuleImage), enough to
+// test the whole launch path, faults included; an image of real GPU code
+// fails to load with cudaErrorNoKernelImageForDevice. It runs every memory
+// operation, and the collectives' reductions (backend.Reducer), for real.
 //
 // # Memory
 //

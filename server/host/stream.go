@@ -24,6 +24,7 @@ const (
 	opCopy                     // copy src to dst
 	opHostFunc                 // call fn
 	opRecord                   // timestamp ev
+	opKernel                   // run kern; a non-zero result poisons the Device
 )
 
 // dep is a dependency: s has completed seq operations.
@@ -36,13 +37,14 @@ type dep struct {
 // channel, so enqueuing allocates nothing.
 type task struct {
 	kind taskKind
-	elem uint8  // opMemset: 1, 2 or 4
-	val  uint32 // opMemset
-	dst  []byte // opMemset, opCopy
-	src  []byte // opCopy
-	fn   func() // opHostFunc
-	ev   *event // opRecord
-	dep  dep    // waited for before the op runs; dep.s nil: none
+	elem uint8                // opMemset: 1, 2 or 4
+	val  uint32               // opMemset
+	dst  []byte               // opMemset, opCopy
+	src  []byte               // opCopy
+	fn   func()               // opHostFunc
+	kern func() cudaerr.Error // opKernel
+	ev   *event               // opRecord
+	dep  dep                  // waited for before the op runs; dep.s nil: none
 }
 
 // stream is an ordered queue of operations run by its own goroutine.
@@ -112,6 +114,10 @@ func (s *stream) exec(o *task, seq uint64) {
 		o.fn()
 	case opRecord:
 		o.ev.stamp(s, seq, s.dev.b.now())
+	case opKernel:
+		if code := o.kern(); code != cudaerr.Success {
+			s.dev.sticky.CompareAndSwap(0, int32(code))
+		}
 	}
 }
 

@@ -87,6 +87,12 @@ type Config struct {
 	// LogLevel is the least severe level Run logs: "debug", "info",
 	// "warn" or "error". Zero: "info".
 	LogLevel string `json:"log_level,omitempty"`
+	// ModuleCacheDir is the directory, shared by every worker of the
+	// server, where module images are kept by their SHA-256 so that an
+	// image crosses the network once per server (created with mode 0700
+	// if missing; a worker that cannot create it works without). Zero: no
+	// cache; each session's devices get their images from the client.
+	ModuleCacheDir string `json:"module_cache_dir,omitempty"`
 }
 
 // DeviceConfig is one device of a session: a vGPU on a physical device,

@@ -218,6 +218,8 @@ func (c *conn) dispatch(h *wire.Header, body []byte) bool {
 			c.done(r, nil, 0, 0)
 		case calls.OpPeerWrite:
 			c.peerWrite(r, call)
+		case calls.OpCommLink, calls.OpCollReady, calls.OpCollData, calls.OpCollNack, calls.OpCommPeerDown:
+			c.peerFrame(r, call)
 		default:
 			c.done(r, cudaerr.NotPermitted, 0, 0)
 		}
@@ -259,6 +261,28 @@ func (c *conn) dispatch(h *wire.Header, body []byte) bool {
 		c.event(r, call)
 	case calls.OpStreamSynchronize, calls.OpEventSynchronize, calls.OpDeviceSynchronize:
 		c.synchronize(r, call)
+	case calls.OpLaunchKernel:
+		c.launchKernel(r, call)
+	case calls.OpModuleHave:
+		c.moduleHave(r, call)
+	case calls.OpModuleLoad:
+		c.moduleLoad(r, call)
+	case calls.OpModuleUnload:
+		c.moduleUnload(r, call)
+	case calls.OpModuleGetFunction:
+		c.moduleGetFunction(r, call)
+	case calls.OpFuncGetParams:
+		c.funcGetParams(r, call)
+	case calls.OpFuncGetAttribute, calls.OpFuncSetAttribute:
+		c.funcAttribute(r, call)
+	case calls.OpModuleGetGlobal:
+		c.moduleGetGlobal(r, call)
+	case calls.OpCommInit:
+		c.commInit(r, call)
+	case calls.OpCollective:
+		c.collective(r, call)
+	case calls.OpCommDestroy:
+		c.commDestroy(r, call)
 	default:
 		// PeerWrite comes from peer workers only.
 		c.done(r, cudaerr.NotPermitted, 0, 0)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/xgpu/xgpu/internal/calls"
 	"github.com/xgpu/xgpu/internal/wire"
+	"github.com/xgpu/xgpu/server/host"
 	"github.com/xgpu/xgpu/server/worker/workertest"
 )
 
@@ -41,7 +42,12 @@ func (f *fakeTransport) Close() error                                   { f.canc
 // listener: tests drive its dispatch directly.
 func offline(t testing.TB, cfg Config) *Worker {
 	t.Helper()
-	w, err := New(cfg, newHost(t, 2))
+	b, err := host.New(host.Config{Devices: 2, Memory: 1 << 30, HostID: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	w, err := New(cfg, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +102,13 @@ func FuzzDispatch(f *testing.F) {
 		{calls.OpEventElapsedTime, 0, calls.Call{Dev: 0, Event: 1, Event2: 2}},
 		{calls.OpDeviceSynchronize, 0, calls.Call{Dev: 1}},
 		{calls.OpFree, wire.FlagNoReply, calls.Call{Dev: 0, Dst: testBase}},
+		{calls.OpModuleHave, 0, calls.Call{Dev: 0, Text: strings.Repeat("0f", 32)}},
+		{calls.OpModuleLoad, 0, calls.Call{Dev: 0, Text: digestOf(hostKernels).String(), N: uint64(len(hostKernels)), Data: hostKernels}},
+		{calls.OpModuleLoad, 0, calls.Call{Dev: 1, Text: strings.Repeat("0f", 32), N: 1 << 20, Aux: 9}},
+		{calls.OpModuleGetFunction, 0, calls.Call{Dev: 0, Aux: 1, Text: "fill_u32"}},
+		{calls.OpFuncGetAttribute, 0, calls.Call{Dev: 0, Aux: 1, Aux2: 4}},
+		{calls.OpLaunchKernel, wire.FlagNoReply, calls.Call{Dev: 0, Aux: 1, Grid: [3]uint32{1, 1, 1}, Block: [3]uint32{1, 1, 1}, Data: make([]byte, 16)}},
+		{calls.OpModuleUnload, wire.FlagNoReply, calls.Call{Dev: 0, Aux: 1}},
 	}
 	for _, s := range seeds {
 		f.Add(frame(f, s.op, s.flags, s.call))

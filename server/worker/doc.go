@@ -44,6 +44,27 @@
 // hold up another's calls. After replying to OpCloseSession the worker
 // waits up to a second for the client to close the connection.
 //
+// # Modules and kernels
+//
+// A module image is named by its SHA-256: the client asks OpModuleHave
+// first and sends the image (OpModuleLoad, inline or as a bulk transfer)
+// only when the server does not hold it. Images are kept in
+// Config.ModuleCacheDir, a directory every worker of the server shares
+// (written to a temporary name and renamed, checked against their digest
+// on every read, so a damaged or planted file is never loaded), so that an
+// image crosses the network once per server. Each device keeps its loaded
+// modules by digest with a count of the client's loads (OpModuleUnload
+// drops one; the last unloads), and the parameter layout of every
+// function OpModuleGetFunction gave out (learned from the backend, which
+// asks cuFuncGetParamInfo). OpLaunchKernel is refused unless its function
+// was given out on its device and its arguments are exactly as long as
+// the layout. Loading runs off the reader goroutine (PTX is compiled by
+// the driver). A kernel's fault is reported by the next synchronizing
+// call of its device and sticks; a kernel can reach only memory of its
+// own worker process's contexts, which is why every session has a
+// process of its own. Devices whose backend runs no code
+// (backend.Kernels) answer every module call with cudaErrorNotSupported.
+//
 // # Concurrency
 //
 // New, Serve, Close, Stats and the accessors are safe for concurrent use.

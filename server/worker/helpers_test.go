@@ -62,6 +62,32 @@ func testConfig(devs ...DeviceConfig) Config {
 	}
 }
 
+// gpuBackend, when set (build tag cuda, on a machine with GPUs), opens the
+// backend that the tests written for any backend run on; see newBackend.
+var gpuBackend func(t testing.TB) backend.Backend
+
+// newBackend returns the backend of the tests that hold for every backend:
+// the cuda backend where gpuBackend is set (its devices must number at
+// least devices, else the test is skipped), the host backend otherwise.
+func newBackend(t testing.TB, devices int) backend.Backend {
+	t.Helper()
+	if gpuBackend == nil {
+		return newHost(t, devices)
+	}
+	b := gpuBackend(t)
+	infos, err := b.Devices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(infos) < devices {
+		t.Skipf("needs %d GPUs, the machine has %d", devices, len(infos))
+	}
+	return b
+}
+
+// onGPU reports whether the tests run on the cuda backend.
+func onGPU() bool { return gpuBackend != nil }
+
 func newHost(t testing.TB, devices int) *host.Backend {
 	t.Helper()
 	b, err := host.New(host.Config{Devices: devices, Memory: 1 << 30, HostID: "test"})

@@ -135,3 +135,22 @@ func TestMainBadConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestQuotaCappedAtDeviceMemory: a vGPU sized from NVML's total (more
+// than the driver lets a context use) opens with the device's memory as
+// its quota.
+func TestQuotaCappedAtDeviceMemory(t *testing.T) {
+	b, err := host.New(host.Config{Devices: 1, Memory: 256 << 20, HostID: "cap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	d := devCfg(0, 0)
+	d.Quota = 300 << 20
+	r := start(t, testConfig(d), b)
+	c := dial(t, r, testToken)
+	rep, err := c.Call(testCtx(t), calls.OpMemGetInfo, calls.Call{Dev: 0})
+	if err != nil || rep.V2 != 256<<20 {
+		t.Fatalf("MemGetInfo total = %d, %v; want the device's %d", rep.V2, err, 256<<20)
+	}
+}

@@ -54,8 +54,9 @@ const (
 
 // device is one of the session's devices.
 type device struct {
-	cfg DeviceConfig
-	dev backend.Device
+	cfg  DeviceConfig
+	dev  backend.Device
+	kern *devKernels // modules and kernels; nil when the backend runs none
 
 	psMu       sync.Mutex // guards the fields below
 	peerStream backend.Stream
@@ -92,6 +93,8 @@ type Worker struct {
 	ctx    context.Context // done when the session ends; the cause says why
 	cancel context.CancelCauseFunc
 
+	store    *moduleStore // the server's module images; nil: none (Config.ModuleCacheDir)
+	coll     collWorker   // communicators and their links (coll.go)
 	deferred atomic.Int32 // first failure of an asynchronous call (cudaerr.Error); 0: none
 	staging  *stagingPool
 	ops      sync.Pool // of *op
@@ -149,6 +152,12 @@ func newWorker(cfg Config, b backend.Backend, log *slog.Logger) (*Worker, error)
 		served:    make(chan struct{}),
 		conns:     make(map[*conn]struct{}),
 	}
+	if cfg.ModuleCacheDir != "" {
+		if w.store, err = openModuleStore(cfg.ModuleCacheDir); err != nil {
+			// Modules still load, from the client each time.
+			log.Warn("worker: no module cache", "err", err)
+		}
+	}
 	w.ctx, w.cancel = context.WithCancelCause(context.Background())
 	w.links.init(w)
 	w.ops.New = func() any { return newOp(w) }
@@ -168,7 +177,7 @@ func (w *Worker) openDevices() error {
 	}
 	w.devs = make([]*device, maxIdx+1)
 	for _, dc := range w.cfg.Devices {
-		if dc.GPUUUID != "" && infos == nil {
+		if (dc.GPUUUID != "" || dc.Quota != 0) && infos == nil {
 			var err error
 			if infos, err = w.be.Devices(); err != nil {
 				w.closeDevices()
@@ -193,12 +202,20 @@ func (w *Worker) openDevices() error {
 			}
 			dc.Physical = idx
 		}
+		if dc.Physical >= 0 && dc.Physical < len(infos) && dc.Quota > infos[dc.Physical].TotalMemory {
+			// The supervisor sizes vGPUs from NVML's total, which counts
+			// memory the driver keeps for itself: the device holds no more
+			// than the driver reports.
+			w.log.Info("worker: vGPU memory capped at the device's", "device", dc.Logical, "vgpu", dc.VGPU,
+				"quota", dc.Quota, "device_memory", infos[dc.Physical].TotalMemory)
+			dc.Quota = infos[dc.Physical].TotalMemory
+		}
 		dev, err := w.be.Open(dc.Spec())
 		if err != nil {
 			w.closeDevices()
 			return fmt.Errorf("worker: open device %d (vGPU %q, physical %d): %w", dc.Logical, dc.VGPU, dc.Physical, err)
 		}
-		d := &device{cfg: dc, dev: dev}
+		d := &device{cfg: dc, dev: dev, kern: newDevKernels(dev)}
 		w.devs[dc.Logical] = d
 		w.open = append(w.open, d)
 	}

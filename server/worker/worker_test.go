@@ -15,7 +15,7 @@ import (
 )
 
 func TestCopiesByteExact(t *testing.T) {
-	b := newHost(t, 1)
+	b := newBackend(t, 1)
 	r := start(t, testConfig(devCfg(0, 0)), b)
 	c := dial(t, r, testToken)
 	ctx := testCtx(t)
@@ -65,7 +65,7 @@ func sum(v []int) (s int) {
 }
 
 func TestMemsetWidths(t *testing.T) {
-	b := newHost(t, 1)
+	b := newBackend(t, 1)
 	r := start(t, testConfig(devCfg(0, 0)), b)
 	c := dial(t, r, testToken)
 	p := mustMalloc(t, c, 0, 64)
@@ -92,7 +92,7 @@ func TestMemsetWidths(t *testing.T) {
 }
 
 func TestPeerCopySameWorker(t *testing.T) {
-	b := newHost(t, 2)
+	b := newBackend(t, 2)
 	r := start(t, testConfig(devCfg(0, 0), devCfg(1, 1)), b)
 	c := dial(t, r, testToken)
 	ctx := testCtx(t)
@@ -118,10 +118,10 @@ func TestPeerCopySameWorker(t *testing.T) {
 
 func TestCrossWorkerPeerCopy(t *testing.T) {
 	// Two servers: worker A holds logical device 0, worker B device 1.
-	a := start(t, testConfig(devCfg(0, 0)), newHost(t, 1))
+	a := start(t, testConfig(devCfg(0, 0)), newBackend(t, 1))
 	cfgB := testConfig(devCfg(1, 0))
 	cfgB.Token = "fedcba9876543210fedcba9876543210"
-	b := start(t, cfgB, newHost(t, 1))
+	b := start(t, cfgB, newBackend(t, 1))
 	ca := dial(t, a, testToken)
 	cb := dial(t, b, cfgB.Token)
 	ctx := testCtx(t)
@@ -198,7 +198,7 @@ func TestCrossWorkerPeerCopy(t *testing.T) {
 }
 
 func TestAsyncErrorSurfacesAtSync(t *testing.T) {
-	b := newHost(t, 1)
+	b := newBackend(t, 1)
 	r := start(t, testConfig(devCfg(0, 0)), b)
 	c := dial(t, r, testToken)
 	ctx := testCtx(t)
@@ -250,7 +250,7 @@ func TestAsyncErrorSurfacesAtSync(t *testing.T) {
 }
 
 func TestPointerChecks(t *testing.T) {
-	b := newHost(t, 1)
+	b := newBackend(t, 1)
 	// Two sessions on the same physical device, in their own windows.
 	r1 := start(t, testConfig(devCfg(0, 0)), b)
 	cfg2 := testConfig(devCfg(1, 0))
@@ -302,7 +302,7 @@ func TestPointerChecks(t *testing.T) {
 }
 
 func TestAuthentication(t *testing.T) {
-	b := newHost(t, 1)
+	b := newBackend(t, 1)
 	r := start(t, testConfig(devCfg(0, 0)), b)
 	ctx := testCtx(t)
 	tests := []struct {
@@ -337,7 +337,7 @@ func TestAuthentication(t *testing.T) {
 }
 
 func TestMalformedCalls(t *testing.T) {
-	b := newHost(t, 1)
+	b := newBackend(t, 1)
 	r := start(t, testConfig(devCfg(0, 0)), b)
 	c := dial(t, r, testToken)
 	ctx := testCtx(t)
@@ -381,7 +381,7 @@ func peerWriteBody() []byte {
 }
 
 func TestStreamsAndEvents(t *testing.T) {
-	b := newHost(t, 1)
+	b := newBackend(t, 1)
 	r := start(t, testConfig(devCfg(0, 0)), b)
 	c := dial(t, r, testToken)
 	ctx := testCtx(t)
@@ -463,7 +463,7 @@ func TestSessionEnd(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := newHost(t, 1)
+			b := newBackend(t, 1)
 			cfg := testConfig(devCfg(0, 0))
 			r := start(t, cfg, b)
 			c := dial(t, r, testToken)
@@ -489,7 +489,7 @@ func TestSessionEnd(t *testing.T) {
 func TestNoClient(t *testing.T) {
 	cfg := testConfig(devCfg(0, 0))
 	cfg.ClientTimeout = 200 * time.Millisecond
-	r := start(t, cfg, newHost(t, 1))
+	r := start(t, cfg, newBackend(t, 1))
 	if err := r.result(t, 5*time.Second); !errors.Is(err, ErrNoClient) {
 		t.Fatalf("Serve = %v, want ErrNoClient", err)
 	}

@@ -29,6 +29,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		{"MallocQuota", testMallocQuota},
 		{"Free", testFree},
 		{"CopyByteExact", testCopyByteExact},
+		{"HostMemoryInStreamOrder", testHostMemoryInStreamOrder},
 		{"MemsetByteExact", testMemsetByteExact},
 		{"BadRangesRejected", testBadRanges},
 		{"ZeroLength", testZeroLength},
@@ -302,6 +303,33 @@ func testCopyByteExact(t *testing.T, e *env) {
 		copy(want[100:1100], data[:1000])
 		wantBytes(t, "overlapping copy", download(t, d, a, 4096), want)
 	})
+}
+
+// testHostMemoryInStreamOrder checks that a host-to-device copy reads its
+// source when the stream reaches it, and a device-to-host copy writes its
+// destination then: the source is filled only after the copy was
+// enqueued, while the stream is held up.
+func testHostMemoryInStreamOrder(t *testing.T, e *env) {
+	d := e.open(0, quota)
+	s, err := d.StreamCreate(backend.StreamNonBlocking, 0)
+	must(t, "StreamCreate", err)
+	for _, n := range []int{100, 1<<20 + 3, 9<<20 + 1} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			p := malloc(t, d, uint64(n))
+			src := make([]byte, n)
+			out := make([]byte, n)
+			g := block(t, d, s)
+			must(t, "MemcpyHtoDAsync", d.MemcpyHtoDAsync(p, src, s))
+			must(t, "MemcpyDtoHAsync", d.MemcpyDtoHAsync(out, p, s))
+			g.waitEntered(t)
+			data := pattern(uint64(n), n)
+			copy(src, data) // the stream has not reached the copy yet
+			g.open()
+			must(t, "StreamSynchronize", d.StreamSynchronize(ctx(t), s))
+			wantBytes(t, "copied after the source was filled", out, data)
+			must(t, "Free", d.Free(p))
+		})
+	}
 }
 
 func testMemsetByteExact(t *testing.T, e *env) {

@@ -322,3 +322,32 @@ func (c *Client) Sync(ctx context.Context, dev uint32, stream uint64) error {
 	_, err := c.Call(ctx, calls.OpStreamSynchronize, calls.Call{Dev: dev, Stream: stream})
 	return err
 }
+
+// ModuleLoad sends a module image with its digest (hex SHA-256) and
+// returns the module: inline up to calls.InlineMax, otherwise as a bulk
+// transfer sent while the call waits for its reply.
+func (c *Client) ModuleLoad(ctx context.Context, dev uint32, digest string, img []byte) (uint64, error) {
+	call := calls.Call{Dev: dev, Text: digest, N: uint64(len(img))}
+	if len(img) <= calls.InlineMax {
+		call.Data = img
+		rep, err := c.Call(ctx, calls.OpModuleLoad, call)
+		return rep.V1, err
+	}
+	call.Aux = c.nextBulk.Add(1)
+	ch := make(chan calls.Reply, 1)
+	if _, err := c.send(calls.OpModuleLoad, 0, &call, ch, 0); err != nil {
+		return 0, err
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- c.pc.SendBulk(ctx, call.Aux, img) }()
+	rep, err := c.wait(ctx, ch)
+	if err == nil && rep.Status != 0 {
+		err = cudaerr.Error(rep.Status)
+	}
+	if serr := <-sent; serr == nil {
+		c.bulkSent.Add(uint64(len(img)))
+	} else if err == nil {
+		err = serr
+	}
+	return rep.V1, err
+}
