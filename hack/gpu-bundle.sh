@@ -13,5 +13,8 @@ for pkg in $(grep -rl --include='*_test.go' '^//go:build.*cuda' . | xargs -n1 di
   CGO_ENABLED=1 go test -c -tags cuda -ldflags "-s -w" -o "$out/$name.test" "$pkg"
   echo "${pkg#./}" >"$out/$name.pkg"
 done
+# The CUDA runtime shim, for examples/cuda/run.sh (BIN=dist/gpu).
+make -s shim
+cp bin/libxgpu.so bin/libcudart.so.13 "$out/"
 tar -C dist -cJf dist/gpu.tar.xz gpu
 ls -la dist/gpu.tar.xz

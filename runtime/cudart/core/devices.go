@@ -144,10 +144,14 @@ func (s *Shim) DeviceByPCIBusID(id string) (int, error) {
 	return 0, fmt.Errorf("core: no device at PCI bus id %s: %w", id, cudaerr.InvalidDevice)
 }
 
-// CanAccessPeer reports whether kernels on dev can use memory of peer: the
-// two devices are served by one worker (one server) and their GPUs are
-// linked by NVLink or PCIe. Copies work between any two devices; this is
-// about direct access.
+// CanAccessPeer reports whether dev may use peer as a peer: true for any
+// two distinct devices of the lease. Peer copies between devices of one
+// server use the GPUs' own path (NVLink or PCIe); between two servers the
+// source worker streams the bytes to the destination worker. So frameworks
+// that ask before choosing a copy path (PyTorch does) take the peer-copy
+// path, which never moves payload through the application's host. A kernel
+// that dereferences a pointer of a device on another server cannot reach
+// it and faults; docs/cuda-shim.md says so.
 func (s *Shim) CanAccessPeer(dev, peer int) (bool, error) {
 	if _, err := s.device(dev); err != nil {
 		return false, err
@@ -155,14 +159,7 @@ func (s *Shim) CanAccessPeer(dev, peer int) (bool, error) {
 	if _, err := s.device(peer); err != nil {
 		return false, err
 	}
-	if dev == peer || s.devs[dev].Server != s.devs[peer].Server {
-		return false, nil
-	}
-	switch s.m.Link(dev, peer).Kind {
-	case devicemap.LinkNVLink, devicemap.LinkPIX, devicemap.LinkPXB, devicemap.LinkPHB, devicemap.LinkNode, devicemap.LinkSys:
-		return true, nil
-	}
-	return false, nil
+	return dev != peer, nil
 }
 
 // DeviceSynchronize waits for all work of dev.
