@@ -1,0 +1,43 @@
+"""PyTorch smoke test for xgpu: element-wise tensor work on every device.
+
+Run natively and through xgpu's libcudart.so.13 (examples/pytorch/run.sh);
+the standard output must be the same. Exits non-zero on a wrong number.
+"""
+import os
+import sys
+
+import torch
+
+
+def main() -> int:
+    n = torch.cuda.device_count()
+    print(f"device_count {n}")
+    want = os.environ.get("XGPU_EXPECT_DEVICES")
+    if want is not None and n != int(want):
+        print(f"FAIL: device_count {n}, want {want}", file=sys.stderr)
+        return 1
+    bad = 0
+    for d in range(n):
+        dev = torch.device("cuda", d)
+        x = torch.arange(100_000, device=dev, dtype=torch.float32)
+        y = x * 2 + 1                       # element-wise kernels
+        s = int(y.double().sum().item())    # reduction + D2H copy
+        want_s = sum(2 * i + 1 for i in range(100_000))
+        z = torch.ones(1 << 20, device=dev, dtype=torch.int32).cumsum(0)
+        last = int(z[-1].item())
+        h = (torch.full((4096,), 3.0, device=dev) ** 2).cpu()  # H2D, pow, D2H
+        ok = s == want_s and last == 1 << 20 and bool((h == 9.0).all())
+        bad += not ok
+        print(f"device {d}: sum {s} cumsum {last} pow {float(h[0])} {'ok' if ok else 'WRONG'}")
+    if n > 1:
+        a = torch.arange(1 << 20, device="cuda:0", dtype=torch.float32)
+        b = a.to(f"cuda:{n - 1}")           # device-to-device copy
+        ok = bool((b.cpu() == a.cpu()).all())
+        bad += not ok
+        print(f"copy cuda:0 -> cuda:{n - 1}: {'ok' if ok else 'WRONG'}")
+    print("PASS" if bad == 0 else "FAIL")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
