@@ -105,8 +105,32 @@ type funcKey struct {
 
 // kernelCache holds the functions the client has looked up.
 type kernelCache struct {
-	mu    sync.Mutex // guards funcs
-	funcs map[funcKey]*Function
+	mu      sync.Mutex // guards the fields below
+	funcs   map[funcKey]*Function
+	globals []globalRange // module globals the client asked for
+}
+
+// globalRange is a module's global variable: device memory the driver
+// placed outside the device's window when it loaded the module, which
+// copies (cudaMemcpyToSymbol) may address like an allocation until the
+// module is unloaded.
+type globalRange struct {
+	mod        Module
+	base, size uint64
+}
+
+// globalOf finds the module global holding [p, p+n); ok is false when none
+// does. It is only asked after a pointer missed the allocation tables.
+func (c *Client) globalOf(p, n uint64) (dev int, base, size uint64, ok bool) {
+	kc := c.kernels()
+	kc.mu.Lock()
+	defer kc.mu.Unlock()
+	for _, g := range kc.globals {
+		if p >= g.base && p-g.base < g.size && n <= g.size-(p-g.base) {
+			return g.mod.dev, g.base, g.size, true
+		}
+	}
+	return 0, 0, 0, false
 }
 
 // kernelCaches holds each Client's function cache, keyed weakly so that a
@@ -227,6 +251,13 @@ func (c *Client) UnloadModule(m Module) error {
 			delete(kc.funcs, k)
 		}
 	}
+	kept := kc.globals[:0]
+	for _, g := range kc.globals {
+		if g.mod != m {
+			kept = append(kept, g)
+		}
+	}
+	kc.globals = kept
 	kc.mu.Unlock()
 	return nil
 }
@@ -349,7 +380,22 @@ func (c *Client) ModuleGetGlobal(m Module, name string) (ptr, size uint64, err e
 		return 0, 0, opErr(op, m.dev, invalid("empty symbol name"))
 	}
 	ptr, size, err = d.s.roundTrip(calls.OpModuleGetGlobal, &calls.Call{Dev: uint32(m.dev), Aux: m.id, Text: name})
-	return ptr, size, opErr(op, m.dev, err)
+	if err != nil {
+		return 0, 0, opErr(op, m.dev, err)
+	}
+	if size > 0 && !d.allocs.contains(ptr, size) {
+		kc := c.kernels()
+		kc.mu.Lock()
+		known := false
+		for _, g := range kc.globals {
+			known = known || (g.mod == m && g.base == ptr)
+		}
+		if !known {
+			kc.globals = append(kc.globals, globalRange{mod: m, base: ptr, size: size})
+		}
+		kc.mu.Unlock()
+	}
+	return ptr, size, nil
 }
 
 func (c *Client) funcDevice(op string, f *Function) (*device, error) {

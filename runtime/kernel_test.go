@@ -179,6 +179,20 @@ func TestKernelErrors(t *testing.T) {
 		if i, ok := cl.m.DeviceOf(ptr); !ok || i != 0 {
 			t.Fatalf("global at %#x is not in device 0's window", ptr)
 		}
+		// cudaMemcpyToSymbol / FromSymbol: a global is addressable like an
+		// allocation, but only within its bounds.
+		val := []byte{1, 2, 3, 4, 5, 6, 7, 8}
+		if err := c.MemcpyHtoD(ptr, val); err != nil {
+			t.Fatalf("copy to a module global: %v", err)
+		}
+		got := make([]byte, 8)
+		if err := c.MemcpyDtoH(got, ptr); err != nil || string(got) != string(val) {
+			t.Fatalf("copy from a module global: %v, %v", got, err)
+		}
+		wantCode(t, c.MemcpyHtoD(ptr+4, val), cudaerr.InvalidValue)
+		if a, err := c.PointerGetAttributes(ptr); err != nil || a.Type != MemoryTypeDevice || a.Device != 0 || a.Size != 8 {
+			t.Fatalf("PointerGetAttributes(global) = %+v, %v", a, err)
+		}
 	})
 
 	t.Run("fault surfaces at the next sync and sticks", func(t *testing.T) {

@@ -73,10 +73,13 @@ func (c *Client) MemGetInfo(dev int) (free, total uint64, err error) {
 }
 
 // resolve returns the device holding [p, p+n), which must lie inside one
-// live allocation of this client.
+// live allocation of this client or one module global it asked for.
 func (c *Client) resolve(op string, p, n uint64) (*device, error) {
 	i, ok := c.m.DeviceOf(p)
 	if !ok {
+		if gi, _, _, gok := c.globalOf(p, n); gok {
+			return c.device(op, gi)
+		}
 		return nil, opErr(op, -1, invalid("%#x is not a device pointer", p))
 	}
 	d, err := c.device(op, i)
@@ -84,6 +87,9 @@ func (c *Client) resolve(op string, p, n uint64) (*device, error) {
 		return nil, err
 	}
 	if !d.allocs.contains(p, n) {
+		if gi, _, _, gok := c.globalOf(p, n); gok && gi == i {
+			return d, nil
+		}
 		return nil, opErr(op, i, invalid("[%#x, +%d) is not inside one live allocation", p, n))
 	}
 	return d, nil
@@ -487,10 +493,16 @@ func (c *Client) PointerGetAttributes(ptr uint64) (PointerAttributes, error) {
 	}
 	i, ok := c.m.DeviceOf(ptr)
 	if !ok {
+		if gi, base, size, gok := c.globalOf(ptr, 0); gok {
+			return PointerAttributes{Type: MemoryTypeDevice, Device: gi, DevicePointer: ptr, Base: base, Size: size}, nil
+		}
 		return PointerAttributes{Type: MemoryTypeUnregistered, Device: UnregisteredDevice, HostPointer: ptr}, nil
 	}
 	base, size, ok := c.devs[i].allocs.find(ptr)
 	if !ok {
+		if gi, gbase, gsize, gok := c.globalOf(ptr, 0); gok && gi == i {
+			return PointerAttributes{Type: MemoryTypeDevice, Device: i, DevicePointer: ptr, Base: gbase, Size: gsize}, nil
+		}
 		return PointerAttributes{}, opErr(op, i, invalid("%#x is in device %d's window but in no live allocation", ptr, i))
 	}
 	return PointerAttributes{Type: MemoryTypeDevice, Device: i, DevicePointer: ptr, Base: base, Size: size}, nil

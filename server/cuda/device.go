@@ -58,6 +58,11 @@ type DeviceContext struct {
 	kernMu    sync.RWMutex // guards modules and functions
 	modules   map[Module]struct{}
 	functions map[Function]Module
+	// globals are the module globals handed out by ModuleGlobal, which
+	// the driver places outside the window; Owns accepts them like
+	// allocations until their module is unloaded. Copy-on-write under
+	// kernMu.
+	globals atomic.Pointer[[]moduleGlobal]
 
 	waiters sync.WaitGroup // waits running on other threads
 }
@@ -316,15 +321,26 @@ func (d *DeviceContext) Owns(p backend.DevicePtr, n uint64) bool {
 	}
 	list := *d.index.Load()
 	i := sort.Search(len(list), func(i int) bool { return list[i].base > uint64(p) })
-	if i == 0 {
-		return false
+	if i > 0 {
+		a := list[i-1]
+		if off := uint64(p) - a.base; off < a.size {
+			return n <= a.size-off
+		}
 	}
-	a := list[i-1]
-	off := uint64(p) - a.base
-	if off >= a.size {
-		return false
+	if gl := d.globals.Load(); gl != nil {
+		for _, g := range *gl {
+			if off := uint64(p) - g.base; uint64(p) >= g.base && off < g.size {
+				return n <= g.size-off
+			}
+		}
 	}
-	return n <= a.size-off
+	return false
+}
+
+// moduleGlobal is a module global variable's device memory.
+type moduleGlobal struct {
+	mod        Module
+	base, size uint64
 }
 
 // indexAddLocked publishes a new Owns index with a added; the caller holds

@@ -61,6 +61,15 @@ func (d *DeviceContext) UnloadModule(bm backend.Module) error {
 			delete(d.functions, f)
 		}
 	}
+	if gl := d.globals.Load(); gl != nil {
+		var kept []moduleGlobal
+		for _, g := range *gl {
+			if g.mod != m {
+				kept = append(kept, g)
+			}
+		}
+		d.globals.Store(&kept)
+	}
 	d.kernMu.Unlock()
 	err := d.barrier(op)
 	if err == nil {
@@ -217,6 +226,22 @@ func (d *DeviceContext) ModuleGlobal(bm backend.Module, gname string) (backend.D
 		p, size, err = d.drv.ModuleGetGlobal(m, gname)
 		return err
 	})
+	if err == nil && size > 0 {
+		d.kernMu.Lock()
+		var list []moduleGlobal
+		if gl := d.globals.Load(); gl != nil {
+			list = *gl
+		}
+		known := false
+		for _, g := range list {
+			known = known || (g.mod == m && g.base == uint64(p))
+		}
+		if !known {
+			next := append(append([]moduleGlobal(nil), list...), moduleGlobal{mod: m, base: uint64(p), size: size})
+			d.globals.Store(&next)
+		}
+		d.kernMu.Unlock()
+	}
 	return backend.DevicePtr(p), size, err
 }
 
