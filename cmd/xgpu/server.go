@@ -95,7 +95,8 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		hc := b.Config()
 		cfg.Backend, cfg.Source, cfg.HostBackend = server.BackendHost, server.StaticGPUs(gpus), &hc
 	case "cuda", "auto":
-		src := &nvml.Source{}
+		vis, visSet := os.LookupEnv("CUDA_VISIBLE_DEVICES")
+		src := visibleSource(&nvml.Source{}, vis, visSet)
 		if _, err := src.GPUs(ctx); err != nil {
 			if *backendName == "auto" && errors.Is(err, nvml.ErrUnavailable) {
 				return fmt.Errorf("no NVIDIA GPUs found (%v); use --backend host to serve emulated devices", err)
