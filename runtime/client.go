@@ -16,6 +16,7 @@ import (
 	"github.com/xgpu/xgpu/devicemap"
 	"github.com/xgpu/xgpu/internal/calls"
 	"github.com/xgpu/xgpu/internal/pb"
+	"github.com/xgpu/xgpu/internal/telemetry"
 	"github.com/xgpu/xgpu/peers"
 )
 
@@ -36,6 +37,11 @@ type Client struct {
 
 	evMu   sync.Mutex             // guards evPend
 	evPend map[eventKey][]*waiter // async D2H pieces an event's last record waits for
+
+	// traceParent holds the context whose span the client spans of
+	// calls are children of (SetTraceParent); nil: each call's span is
+	// the root of a trace of its own. Read only while tracing is on.
+	traceParent atomic.Pointer[context.Context]
 }
 
 // device is one logical device of the client.
@@ -127,7 +133,7 @@ func OpenLease(ctx context.Context, aggregator, leaseID string, cfg Config) (*Cl
 	if opts == nil {
 		opts = defaultDialOptions()
 	}
-	conn, err := grpc.NewClient(aggregator, opts...)
+	conn, err := grpc.NewClient(aggregator, append(slices.Clip(opts), telemetry.GRPCDialOptions()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("runtime: aggregator %s: %w", aggregator, err)
 	}
@@ -159,7 +165,7 @@ func OpenLease(ctx context.Context, aggregator, leaseID string, cfg Config) (*Cl
 // openSession opens the session for devs on the server at addr and
 // connects to its worker.
 func (c *Client) openSession(ctx context.Context, addr string, devs []int) (_ *session, err error) {
-	conn, err := grpc.NewClient(addr, c.cfg.GRPCDialOptions...)
+	conn, err := grpc.NewClient(addr, append(slices.Clip(c.cfg.GRPCDialOptions), telemetry.GRPCDialOptions()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("runtime: server %s: %w", addr, err)
 	}

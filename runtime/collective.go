@@ -134,29 +134,35 @@ func (c *Client) CommInit(devs []int, opts CommOptions) (*Comm, error) {
 	}
 	var e wire.Enc
 	if err := ci.Encode(&e); err != nil {
-		return nil, opErr(op, -1, err)
+		return nil, opErr(op, -1, invalid("%v", err))
 	}
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, opErr(op, -1, err)
 	}
 	m.id = binary.LittleEndian.Uint64(b[:]) | 1
-	// Every worker at once: each waits for its links to the others.
-	errs := make([]error, len(m.sessions))
-	var wg sync.WaitGroup
+	// Every worker at once: each waits for its links to the others. The
+	// first failure aborts the communicator everywhere, so that the others
+	// stop waiting for a link from a worker that will not come.
+	var (
+		wg    sync.WaitGroup
+		abort sync.Once
+		first error // the failure that aborted the others
+	)
 	for w, s := range m.sessions {
 		wg.Go(func() {
-			_, _, errs[w] = s.roundTrip(calls.OpCommInit, &calls.Call{Aux: m.id, Aux2: uint64(w), Data: e.B})
+			_, _, err := s.roundTrip(calls.OpCommInit, &calls.Call{Aux: m.id, Aux2: uint64(w), Data: e.B})
+			if err != nil {
+				abort.Do(func() {
+					first = opErr(op, s.devs[0], fmt.Errorf("worker %s: %w", s.addr, err))
+					_ = m.end(op, 1)
+				})
+			}
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		for w, s := range m.sessions {
-			if errs[w] == nil {
-				_ = s.async(calls.OpCommDestroy, &calls.Call{Aux: m.id, Aux2: 1})
-			}
-		}
-		return nil, opErr(op, devs[0], err)
+	if first != nil {
+		return nil, first
 	}
 	return m, nil
 }
@@ -164,7 +170,8 @@ func (c *Client) CommInit(devs []int, opts CommOptions) (*Comm, error) {
 // Size returns the number of ranks.
 func (m *Comm) Size() int { return len(m.devs) }
 
-// Device returns the logical device of rank.
+// Device returns the logical device of rank, which must be in
+// [0, Size()).
 func (m *Comm) Device(rank int) int { return m.devs[rank].idx }
 
 // Destroy destroys the communicator (ncclCommDestroy): each worker frees

@@ -8,11 +8,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/xgpu/xgpu/internal/calls"
 	"github.com/xgpu/xgpu/internal/cudaerr"
 	"github.com/xgpu/xgpu/internal/pb"
+	"github.com/xgpu/xgpu/internal/telemetry"
 	"github.com/xgpu/xgpu/internal/wire"
 	"github.com/xgpu/xgpu/peers"
 )
@@ -103,6 +105,11 @@ type waiter struct {
 	nonBlocking bool        // stream is a non-blocking stream
 	token       bool        // holds an inflight token
 	fin         atomic.Bool // complete
+
+	// span is the client span of the request while tracing is on (nil
+	// otherwise); finish ends it with the request's result. Set under
+	// pmu before the request is written, so deliver and fail see it.
+	span trace.Span
 }
 
 var waiterPool = sync.Pool{New: func() any { return &waiter{done: make(chan struct{}, 1)} }}
@@ -125,6 +132,10 @@ func (w *waiter) finish() {
 	}
 	if w.token {
 		<-w.s.inflight
+	}
+	if w.span != nil {
+		telemetry.End(w.span, w.result())
+		w.span = nil
 	}
 	w.fin.Store(true)
 	if w.async {
@@ -238,16 +249,27 @@ func (s *session) unregister(id uint64) bool {
 
 // write queues one call frame. With flush set it sends the frame and all
 // queued before it at once; otherwise the flusher sends them within
-// FlushDelay (or a full buffer sends them earlier).
+// FlushDelay (or a full buffer sends them earlier). While tracing is on
+// the call becomes a client span (see writeTraced); while it is off this
+// costs one atomic load.
 func (s *session) write(op wire.Op, flags wire.Flags, id uint64, c *calls.Call, flush bool) error {
+	h := wire.Header{Op: op, Flags: flags, ReqID: id}
+	if telemetry.Enabled() {
+		return s.writeTraced(&h, c, flush)
+	}
+	return s.writeFrame(&h, c, flush)
+}
+
+// writeFrame encodes c under h and queues the frame, as write says.
+func (s *session) writeFrame(h *wire.Header, c *calls.Call, flush bool) error {
+	op, flags := h.Op, h.Flags
 	s.wmu.Lock()
 	s.enc.Reset()
 	if err := c.Encode(op, &s.enc); err != nil {
 		s.wmu.Unlock()
 		return fmt.Errorf("runtime: encode %s: %w", calls.Name(op), err)
 	}
-	h := wire.Header{Op: op, Flags: flags, ReqID: id}
-	err := s.w.WriteFrame(&h, s.enc.B)
+	err := s.w.WriteFrame(h, s.enc.B)
 	if err == nil {
 		if flush {
 			err = s.w.Flush()

@@ -317,3 +317,82 @@ func xgpu_symbol_address(hostVar unsafe.Pointer, dev C.int, addr, size *C.uint64
 	*addr, *size = C.uint64_t(a), C.uint64_t(n)
 	return 0
 }
+
+//export xgpu_pointer_info
+func xgpu_pointer_info(ptr unsafe.Pointer, dev C.int, info *C.xgpu_pointer_info_t) C.int {
+	a, err := shim.PointerInfo(ptr, int(dev))
+	if err != nil {
+		return ret(err)
+	}
+	info._type, info.device = C.int(a.Type), C.int(a.Device)
+	info.dev_ptr, info.host_ptr = C.uint64_t(a.DevicePointer), C.uint64_t(a.HostPointer)
+	info.base, info.size = C.uint64_t(a.Base), C.uint64_t(a.Size)
+	return 0
+}
+
+//export xgpu_module_load
+func xgpu_module_load(dev C.int, image unsafe.Pointer, module *C.uint64_t) C.int {
+	h, err := shim.ModuleLoad(int(dev), image)
+	if err != nil {
+		return ret(err)
+	}
+	*module = C.uint64_t(h)
+	return 0
+}
+
+//export xgpu_module_unload
+func xgpu_module_unload(module C.uint64_t) C.int { return ret(shim.ModuleUnload(uint64(module))) }
+
+//export xgpu_module_function
+func xgpu_module_function(module C.uint64_t, name *C.char, fn *C.uint64_t) C.int {
+	h, err := shim.ModuleFunction(uint64(module), C.GoString(name))
+	if err != nil {
+		return ret(err)
+	}
+	*fn = C.uint64_t(h)
+	return 0
+}
+
+//export xgpu_module_global
+func xgpu_module_global(module C.uint64_t, name *C.char, addr, size *C.uint64_t) C.int {
+	a, n, err := shim.ModuleGlobal(uint64(module), C.GoString(name))
+	if err != nil {
+		return ret(err)
+	}
+	*addr, *size = C.uint64_t(a), C.uint64_t(n)
+	return 0
+}
+
+//export xgpu_function_device
+func xgpu_function_device(fn C.uint64_t, dev *C.int) C.int {
+	d, err := shim.FunctionDevice(uint64(fn))
+	if err != nil {
+		return ret(err)
+	}
+	*dev = C.int(d)
+	return 0
+}
+
+//export xgpu_function_launch
+func xgpu_function_launch(fn C.uint64_t, grid, block *C.uint, sharedMem, stream C.uint64_t, args *unsafe.Pointer, packed unsafe.Pointer, packedSize C.uint64_t) C.int {
+	g := (*[3]C.uint)(unsafe.Pointer(grid))
+	b := (*[3]C.uint)(unsafe.Pointer(block))
+	return ret(shim.FunctionLaunch(uint64(fn),
+		[3]uint32{uint32(g[0]), uint32(g[1]), uint32(g[2])}, [3]uint32{uint32(b[0]), uint32(b[1]), uint32(b[2])},
+		uint64(sharedMem), uint64(stream), unsafe.Pointer(args), packed, uint64(packedSize)))
+}
+
+//export xgpu_function_get_attribute
+func xgpu_function_get_attribute(fn C.uint64_t, attr C.int, value *C.int) C.int {
+	v, err := shim.FunctionAttribute(uint64(fn), int(attr))
+	if err != nil {
+		return ret(err)
+	}
+	*value = C.int(v)
+	return 0
+}
+
+//export xgpu_function_set_attribute
+func xgpu_function_set_attribute(fn C.uint64_t, attr, value C.int) C.int {
+	return ret(shim.FunctionSetAttribute(uint64(fn), int(attr), int(value)))
+}

@@ -34,8 +34,8 @@ import (
 // to the other workers of a communicator when the call sets no bound.
 const DefaultCommInitTimeout = 30 * time.Second
 
-// CollectiveStats counts a worker's collective traffic. Every field only
-// grows, but Comms and Links, which are the current counts.
+// CollectiveStats counts a worker's collective traffic. The byte counts
+// only grow; Comms and Links are current counts.
 type CollectiveStats struct {
 	BytesSent     uint64 // message payload sent to other workers
 	BytesReceived uint64 // message payload received from other workers
@@ -100,8 +100,9 @@ type commState struct {
 	self     int // this worker's index in workers
 	ranks    []calls.CommRank
 	workers  []calls.CommWorker
+	keys     []string    // per worker: its key (CommWorker.Key)
 	hosts    []string    // per rank
-	links    []*collLink // per worker; nil for this one; set before the communicator is up
+	links    []*collLink // per worker; nil for this one; written under mu while connecting, read freely once up
 	localNet *collective.LocalNetwork
 	execs    map[int]*rankExec // by rank
 	up       atomic.Bool       // links are up: operations may run
@@ -109,11 +110,13 @@ type commState struct {
 
 	abortCtx  context.Context // done once the communicator is aborted; the cause says why
 	abort     context.CancelCauseFunc
+	initCtx   context.Context // bounds connect; ended by destroy
+	initEnd   context.CancelCauseFunc
 	abortOnce sync.Once
 	peerCtx   []context.Context // per remote rank: done once it left; nil for local ranks
 	peerLeft  []context.CancelCauseFunc
 
-	mu      sync.Mutex // guards the maps below
+	mu      sync.Mutex // guards the maps below, and links while connecting
 	readies map[msgKey]*readyMsg
 	recvs   map[msgKey]*recvMsg
 }
@@ -124,7 +127,7 @@ func (cs *commState) local(r int) bool {
 
 // behind reports whether rank r lives on the worker at the other end of l.
 func (cs *commState) behind(r int, l *collLink) bool {
-	return r >= 0 && r < cs.size && int(cs.ranks[r].Worker) != cs.self && cs.workers[cs.ranks[r].Worker].Key() == l.key
+	return r >= 0 && r < cs.size && int(cs.ranks[r].Worker) != cs.self && cs.keys[cs.ranks[r].Worker] == l.key
 }
 
 func (cs *commState) linkOf(r int) *collLink { return cs.links[cs.ranks[r].Worker] }
@@ -209,7 +212,7 @@ func (c *conn) commInit(r req, call *calls.Call) {
 			err = fmt.Errorf("%w: %w", cudaerr.DevicesUnavailable, err)
 		}
 		if r.noReply {
-			c.w.deferErr(err)
+			c.done(r, err, 0, 0)
 			return
 		}
 		c.reply(r, statusOf(err), 0, 0, nil, true)
@@ -238,19 +241,21 @@ func (w *Worker) newComm(id, self uint64, ci *calls.CommInit) (*commState, error
 		peerCtx: make([]context.Context, len(ci.Ranks)), peerLeft: make([]context.CancelCauseFunc, len(ci.Ranks)),
 		readies: make(map[msgKey]*readyMsg), recvs: make(map[msgKey]*recvMsg),
 	}
-	keys := make(map[string]bool, len(ci.Workers))
+	seen := make(map[string]bool, len(ci.Workers))
 	for _, wk := range ci.Workers {
-		if wk.Addr == "" || wk.Token == "" || keys[wk.Key()] {
+		k := wk.Key()
+		if wk.Addr == "" || wk.Token == "" || seen[k] {
 			return nil, cudaerr.InvalidValue
 		}
-		keys[wk.Key()] = true
+		seen[k] = true
+		cs.keys = append(cs.keys, k)
 	}
 	devs := make(map[uint32]bool)
 	for r, rk := range ci.Ranks {
 		wk := &ci.Workers[rk.Worker]
 		cs.hosts[r] = wk.Host
 		if cs.hosts[r] == "" {
-			cs.hosts[r] = wk.Key()
+			cs.hosts[r] = cs.keys[rk.Worker]
 		}
 		if !cs.local(r) {
 			cs.peerCtx[r], cs.peerLeft[r] = context.WithCancelCause(context.Background())
@@ -270,6 +275,7 @@ func (w *Worker) newComm(id, self uint64, ci *calls.CommInit) (*commState, error
 	}
 	cs.localNet = collective.NewLocalNetwork(cs.hosts)
 	cs.abortCtx, cs.abort = context.WithCancelCause(context.Background())
+	cs.initCtx, cs.initEnd = context.WithCancelCause(w.ctx)
 	discard := func() {
 		for _, ex := range cs.execs {
 			_ = ex.comm.Close()
@@ -277,6 +283,7 @@ func (w *Worker) newComm(id, self uint64, ci *calls.CommInit) (*commState, error
 			ex.cancel(collective.ErrClosed)
 		}
 		cs.abort(collective.ErrClosed)
+		cs.initEnd(collective.ErrClosed)
 	}
 	for r, rk := range ci.Ranks {
 		if !cs.local(r) {
@@ -309,7 +316,7 @@ func (w *Worker) newComm(id, self uint64, ci *calls.CommInit) (*commState, error
 
 // connect sets up the links to the other workers, within timeout.
 func (cs *commState) connect(timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(cs.w.ctx, timeout)
+	ctx, cancel := context.WithTimeoutCause(cs.initCtx, timeout, fmt.Errorf("no links within %v", timeout))
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
 	self := &cs.workers[cs.self]
@@ -335,6 +342,7 @@ func (cs *commState) connect(timeout time.Duration) error {
 // destroy ends the communicator's local ranks: after the operations
 // already enqueued, or at once (abort).
 func (cs *commState) destroy(abort bool) {
+	cs.initEnd(errors.New("the communicator was destroyed"))
 	for _, ex := range cs.execs {
 		ex.close(abort)
 	}
@@ -357,12 +365,22 @@ func (cs *commState) forget() {
 		}
 	}
 	cs.abort(collective.ErrClosed)
+	cs.initEnd(collective.ErrClosed)
 }
 
-// commDestroy handles OpCommDestroy.
+// commDestroy handles OpCommDestroy. Aborting a communicator this worker
+// does not have is not an error: the client aborts everywhere when its
+// creation failed somewhere.
 func (c *conn) commDestroy(r req, call *calls.Call) {
 	cs := c.w.coll.comm(call.Aux)
-	if cs == nil || call.Aux2 > 1 {
+	switch {
+	case call.Aux2 > 1:
+		c.done(r, cudaerr.InvalidValue, 0, 0)
+		return
+	case cs == nil && call.Aux2 == 1:
+		c.done(r, nil, 0, 0)
+		return
+	case cs == nil:
 		c.done(r, cudaerr.InvalidResourceHandle, 0, 0)
 		return
 	}
@@ -506,6 +524,7 @@ func (ex *rankExec) loop() {
 	ex.mu.Unlock()
 	for _, j := range rest {
 		// Never run: the stream passes their host functions at once.
+		ex.cs.w.deferErr(cudaerr.DevicesUnavailable)
 		close(j.finished)
 	}
 	aborted := ex.ctx.Err() != nil
@@ -528,6 +547,8 @@ func (ex *rankExec) run(j *collJob) {
 	select {
 	case <-j.reached:
 	case <-ex.ctx.Done():
+		// Aborted before the stream got there: the operation fails.
+		ex.cs.w.deferErr(collStatus(context.Cause(ex.ctx)))
 		return
 	}
 	if err := ex.exec(j); err != nil {

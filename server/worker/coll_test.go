@@ -545,6 +545,16 @@ func TestCommDestroy(t *testing.T) {
 	waitFor(t, "communicators to go", func() bool {
 		return cl.workers[0].w.CollectiveStats().Comms == 0 && cl.workers[1].w.CollectiveStats().Comms == 0
 	})
+	// Destroying an unknown communicator is an error; aborting one is not
+	// (a client aborts everywhere when a creation failed somewhere).
+	if err := cl.clients[0].Send(calls.OpCommDestroy, calls.Call{Aux: id, Aux2: 1}); err != nil {
+		t.Fatal(err)
+	}
+	mustSync(t, cl.clients[0], 0)
+	if err := cl.clients[0].Send(calls.OpCommDestroy, calls.Call{Aux: id}); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, "destroy of an unknown communicator", cl.clients[0].Sync(testCtx(t), 0, 0), cudaerr.InvalidResourceHandle)
 	// Destroyed: an operation on it fails at the next sync.
 	p := mustMalloc(t, cl.clients[0], 0, 64)
 	cl.issue(t, id, devs, 0, collOp{kind: calls.CollAllReduce, dt: collective.F32, count: 4, send: p, recv: p})
@@ -624,6 +634,41 @@ func TestCollStatus(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := collStatus(tt.err); got != tt.want {
 				t.Fatalf("collStatus = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestCollectiveMismatch: ranks that disagree about an operation's count
+// fail with cudaErrorInvalidValue (the rank that sees the mismatch) or
+// cudaErrorDevicesUnavailable (the communicator is aborted), inline and
+// bulk messages alike, instead of waiting.
+func TestCollectiveMismatch(t *testing.T) {
+	cl := newCollCluster(t, 1, 1)
+	devs := []uint32{0, 1}
+	ptrs := [2]uint64{mustMalloc(t, cl.clients[0], 0, 1<<20), mustMalloc(t, cl.clients[1], 1, 1<<20)}
+	for _, counts := range [][2]uint64{{64, 65}, {70_000, 70_001}} {
+		t.Run(fmt.Sprint(counts), func(t *testing.T) {
+			id := cl.mustCommInit(t, devs, calls.CommOptions{Algo: uint8(collective.Ring), Timeout: int64(10 * time.Second)})
+			for r := range devs {
+				cl.issue(t, id, devs, r, collOp{kind: calls.CollAllReduce, dt: collective.F32, count: counts[r], send: ptrs[r], recv: ptrs[r]})
+			}
+			var codes []cudaerr.Error
+			for r, d := range devs {
+				codes = append(codes, cudaerr.Code(cl.clients[r].Sync(testCtx(t), d, 0)))
+			}
+			invalid := 0
+			for _, c := range codes {
+				switch c {
+				case cudaerr.InvalidValue:
+					invalid++
+				case cudaerr.DevicesUnavailable:
+				default:
+					t.Fatalf("codes %v: want cudaErrorInvalidValue or cudaErrorDevicesUnavailable", codes)
+				}
+			}
+			if invalid == 0 {
+				t.Fatalf("codes %v: no rank reported the mismatch", codes)
 			}
 		})
 	}

@@ -247,6 +247,7 @@ func (cw *collWorker) notifyLocked() {
 // peerFrame handles a collective frame that arrived on the accepted peer
 // connection c (on its reader goroutine).
 func (c *conn) peerFrame(r req, call *calls.Call) {
+	defer c.done(r, nil, 0, 0) // the frames carry FlagNoReply: this only ends a trace span
 	cw := &c.w.coll
 	if r.op == calls.OpCommLink {
 		cw.accept(c.w, c, call.Text)

@@ -93,6 +93,10 @@ type Config struct {
 	// if missing; a worker that cannot create it works without). Zero: no
 	// cache; each session's devices get their images from the client.
 	ModuleCacheDir string `json:"module_cache_dir,omitempty"`
+	// Tracing configures the spans of the worker process (Run): the
+	// supervisor's tracing flags. Zero: the OTEL_* environment, which
+	// the worker inherits, decides; with none set tracing is off.
+	Tracing TracingConfig `json:"tracing,omitzero"`
 }
 
 // DeviceConfig is one device of a session: a vGPU on a physical device,
@@ -173,6 +177,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
+	}
+	if _, err := c.Tracing.Telemetry(nil).Resolve(); err != nil {
+		return fmt.Errorf("worker: config: tracing: %w", err)
 	}
 	if c.Host != nil {
 		if err := c.Host.Validate(); err != nil {

@@ -8,8 +8,11 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/xgpu/xgpu/internal/calls"
 	"github.com/xgpu/xgpu/internal/cudaerr"
+	"github.com/xgpu/xgpu/internal/telemetry"
 	"github.com/xgpu/xgpu/internal/wire"
 	"github.com/xgpu/xgpu/peers"
 )
@@ -60,6 +63,10 @@ type req struct {
 	op      wire.Op
 	id      uint64
 	noReply bool
+	// span is the call's server span when its frame carried a trace
+	// context and tracing is on; nil otherwise. The reply, or done for a
+	// call without one, ends it.
+	span trace.Span
 }
 
 // serve authenticates the connection, then reads and dispatches calls
@@ -151,8 +158,18 @@ func (c *conn) linger(stop <-chan struct{}) {
 
 // reply queues a reply to r; flush sends it (and everything queued) now.
 // Write errors are ignored: they mean the connection is dead, which its
-// reader reports.
+// reader reports. It ends r's span and counts a failure.
 func (c *conn) reply(r req, status int32, v1, v2 uint64, data []byte, flush bool) {
+	c.writeReply(r, status, v1, v2, data, flush)
+	if status != 0 {
+		c.w.m.CallError(r.op)
+	}
+	if r.span != nil {
+		telemetry.EndStatus(r.span, cudaerr.Error(status))
+	}
+}
+
+func (c *conn) writeReply(r req, status int32, v1, v2 uint64, data []byte, flush bool) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.enc.Reset()
@@ -188,6 +205,10 @@ func (c *conn) done(r req, err error, v1, v2 uint64) {
 	if r.noReply {
 		if err != nil {
 			c.w.deferErr(err)
+			c.w.m.CallError(r.op)
+		}
+		if r.span != nil {
+			telemetry.EndStatus(r.span, cudaerr.Error(statusOf(err)))
 		}
 		return
 	}
@@ -202,6 +223,7 @@ func (c *conn) dispatch(h *wire.Header, body []byte) bool {
 		// Nothing here awaits replies from this peer.
 		return true
 	}
+	c.w.m.Call(h.Op)
 	r := req{op: h.Op, id: h.ReqID, noReply: h.Flags&wire.FlagNoReply != 0}
 	call := &c.call
 	if err := call.Decode(h.Op, body); err != nil {
@@ -211,6 +233,9 @@ func (c *conn) dispatch(h *wire.Header, body []byte) bool {
 		}
 		c.done(r, code, 0, 0)
 		return true
+	}
+	if h.Flags&wire.FlagTrace != 0 {
+		r.span = c.startSpan(h, call)
 	}
 	if c.role == rolePeer {
 		switch r.op {

@@ -65,6 +65,22 @@
 // process of its own. Devices whose backend runs no code
 // (backend.Kernels) answer every module call with cudaErrorNotSupported.
 //
+// # Collectives
+//
+// OpCommInit creates a communicator (package collective) on every worker
+// that holds one of its ranks; the workers link up with each other, one
+// QUIC connection per pair whatever the communicators (the worker with
+// the smaller address dials, says Hello with "peer|" and the other's token,
+// then OpCommLink), and exchange each message as a rendezvous: the
+// receiver posts its buffer (OpCollReady), the sender answers inline
+// (OpCollData) or with a bulk transfer straight into it. Ranks of one
+// worker exchange messages in memory. OpCollective enqueues a rank's
+// operation on a stream: a host function holds the stream while the rank's
+// executor stages the buffers, runs the operation and writes the result
+// back, so later work on the stream sees it. A failure is kept like any
+// asynchronous one; a lost or failed rank aborts the communicator on
+// every worker (OpCommPeerDown). See docs/collectives.md.
+//
 // # Concurrency
 //
 // New, Serve, Close, Stats and the accessors are safe for concurrent use.

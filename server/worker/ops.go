@@ -5,8 +5,11 @@ import (
 	"math"
 	"sync/atomic"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/xgpu/xgpu/internal/calls"
 	"github.com/xgpu/xgpu/internal/cudaerr"
+	"github.com/xgpu/xgpu/internal/telemetry/metrics"
 	"github.com/xgpu/xgpu/server/backend"
 )
 
@@ -26,6 +29,7 @@ type op struct {
 	link   *link
 	dstDev uint32
 	dst    uint64
+	span   trace.Span // a PeerSend's server span, ended when the peer has the bytes; nil untraced
 
 	// state is gen<<1 | claimed: the completion of a device-to-host copy
 	// is claimed once, by its host function or by the watchdog; gen
@@ -57,9 +61,24 @@ func (w *Worker) getOp(n uint64) (*op, error) {
 	return o, nil
 }
 
+// queue counts the op in d's queue depth until it is released or
+// dropped.
+func (o *op) queue(d *device) {
+	o.dev = d
+	d.queue.Inc()
+}
+
+// unqueue ends what queue counted.
+func (o *op) unqueue() {
+	if o.dev != nil {
+		o.dev.queue.Dec()
+	}
+}
+
 // release returns the buffer and the op for reuse.
 func (o *op) release() {
 	w := o.w
+	o.unqueue()
 	w.staging.put(o.buf)
 	o.reset()
 	w.ops.Put(o)
@@ -68,12 +87,13 @@ func (o *op) release() {
 // drop gives up the op and its buffer for good: something may still use
 // them.
 func (o *op) drop() {
+	o.unqueue()
 	o.w.staging.drop(o.buf)
 }
 
 func (o *op) reset() {
 	o.c, o.r, o.dev, o.buf, o.n = nil, req{}, nil, nil, 0
-	o.link, o.dstDev, o.dst = nil, 0, 0
+	o.link, o.dstDev, o.dst, o.span = nil, 0, 0, nil
 	o.state.Store((o.state.Load()>>1 + 1) << 1)
 }
 
@@ -101,6 +121,7 @@ func (o *op) d2h() {
 	if o.n <= calls.InlineMax {
 		o.c.reply(o.r, 0, 0, 0, o.buf.b[:o.n], true)
 		o.w.stats.d2h.Add(o.n)
+		o.w.m.Bytes(metrics.DeviceToHost, int64(o.n))
 		o.release()
 		return
 	}
@@ -114,6 +135,7 @@ func (o *op) sendBulk() {
 		status = int32(cudaerr.Unknown)
 	} else {
 		o.w.stats.d2h.Add(o.n)
+		o.w.m.Bytes(metrics.DeviceToHost, int64(o.n))
 	}
 	o.c.reply(o.r, status, o.r.id, 0, nil, true)
 	o.release()
@@ -160,9 +182,16 @@ func (c *conn) memory(r req, call *calls.Call) {
 	switch r.op {
 	case calls.OpMalloc:
 		p, err := d.dev.Malloc(call.N)
+		if err == nil {
+			d.updateMemory()
+		}
 		c.done(r, err, uint64(p), 0)
 	case calls.OpFree:
-		c.done(r, d.dev.Free(backend.DevicePtr(call.Dst)), 0, 0)
+		err := d.dev.Free(backend.DevicePtr(call.Dst))
+		if err == nil {
+			d.updateMemory()
+		}
+		c.done(r, err, 0, 0)
 	case calls.OpMemGetInfo:
 		free, total, err := d.dev.MemGetInfo()
 		c.done(r, err, free, total)
@@ -225,7 +254,9 @@ func (c *conn) memcpyHtoD(r req, call *calls.Call) {
 		fail(err)
 		return
 	}
+	o.queue(d)
 	c.w.stats.h2d.Add(n)
+	c.w.m.Bytes(metrics.HostToDevice, int64(n))
 	payload := o.buf.b[:n]
 	if inline {
 		copy(payload, call.Data)
@@ -268,7 +299,7 @@ func (c *conn) refuseBulk(id uint64) {
 // reply: its data has nowhere else to go.
 func (c *conn) memcpyDtoH(r req, call *calls.Call) {
 	if r.noReply {
-		c.w.deferErr(cudaerr.InvalidValue)
+		c.done(r, cudaerr.InvalidValue, 0, 0) // kept for the next synchronizing call
 		return
 	}
 	d := c.devOf(call.Dev)
@@ -289,7 +320,8 @@ func (c *conn) memcpyDtoH(r req, call *calls.Call) {
 		c.done(r, err, 0, 0)
 		return
 	}
-	o.c, o.r, o.dev = c, r, d
+	o.c, o.r = c, r
+	o.queue(d)
 	if err := d.dev.MemcpyDtoHAsync(o.buf.b[:n], src, s); err != nil {
 		o.release()
 		c.done(r, err, 0, 0)
@@ -323,6 +355,9 @@ func (c *conn) memcpyDevice(r req, call *calls.Call) {
 		err = d.dev.MemcpyDtoDAsync(dst, src, n, s)
 	default:
 		err = d.dev.MemcpyPeerAsync(dst, to.dev, src, n, s)
+	}
+	if err == nil {
+		c.w.m.Bytes(metrics.DeviceToDevice, int64(n))
 	}
 	c.done(r, err, 0, 0)
 }
@@ -404,7 +439,8 @@ func (c *conn) synchronize(r req, call *calls.Call) {
 		return
 	}
 	if r.noReply {
-		return // nothing to wait for nobody
+		c.done(r, nil, 0, 0) // nothing to wait for nobody
+		return
 	}
 	j := waitJob{c: c, r: r, d: d, stream: backend.Stream(call.Stream), event: backend.Event(call.Event)}
 	var err error
@@ -420,6 +456,7 @@ func (c *conn) synchronize(r req, call *calls.Call) {
 		c.done(r, err, 0, 0)
 		return
 	}
+	d.queue.Inc() // until the waiter answers
 	select {
 	case c.w.waitq <- j:
 	default:
@@ -458,5 +495,6 @@ func (j *waitJob) run(w *Worker) {
 		// payload, a peer copy the other worker refused).
 		status = w.takeDeferred()
 	}
+	j.d.queue.Dec()
 	j.c.reply(j.r, status, 0, 0, nil, true)
 }

@@ -9,8 +9,11 @@ import (
 	"strings"
 	"sync"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/xgpu/xgpu/internal/calls"
 	"github.com/xgpu/xgpu/internal/cudaerr"
+	"github.com/xgpu/xgpu/internal/telemetry/metrics"
 	"github.com/xgpu/xgpu/internal/wire"
 	"github.com/xgpu/xgpu/peers"
 	"github.com/xgpu/xgpu/server/backend"
@@ -223,8 +226,10 @@ func (l *link) close() {
 }
 
 // write copies data to dst on the peer's logical device dev and returns
-// once the peer has it in device memory.
-func (l *link) write(ctx context.Context, dev uint32, dst uint64, data []byte) error {
+// once the peer has it in device memory. parent is the span of the copy
+// (nil: untraced); the write is its child span PeerWrite, whose trace
+// context the peer's span continues.
+func (l *link) write(ctx context.Context, parent trace.Span, dev uint32, dst uint64, data []byte) (err error) {
 	select {
 	case <-l.ready:
 	case <-ctx.Done():
@@ -251,10 +256,13 @@ func (l *link) write(ctx context.Context, dev uint32, dst uint64, data []byte) e
 	} else {
 		call.Data = data
 	}
+	h := wire.Header{Op: calls.OpPeerWrite, ReqID: id}
+	if span := l.startPeerWrite(parent, &h, dev, len(data)); span != nil {
+		defer func() { endSpan(span, err) }()
+	}
 	l.enc.Reset()
-	err := call.Encode(calls.OpPeerWrite, &l.enc)
+	err = call.Encode(calls.OpPeerWrite, &l.enc)
 	if err == nil {
-		h := wire.Header{Op: calls.OpPeerWrite, ReqID: id}
 		err = l.pc.CallWriter().WriteFrame(&h, l.enc.B)
 	}
 	if err == nil {
@@ -363,12 +371,16 @@ func (c *conn) peerSend(r req, call *calls.Call) {
 		return
 	}
 	o.link, o.dstDev, o.dst = l, call.Dev2, call.Dst
+	o.queue(d)
 	if err := d.dev.MemcpyDtoHAsync(o.buf.b[:n], src, s); err != nil {
 		o.release()
 		c.done(r, err, 0, 0)
 		return
 	}
+	// The call's span lasts until the peer has the bytes.
+	o.span, r.span = r.span, nil
 	if err := d.dev.LaunchHostFunc(s, o.peerFn); err != nil {
+		endSpan(o.span, err)
 		o.drop()
 		c.done(r, err, 0, 0)
 		return
@@ -379,12 +391,15 @@ func (c *conn) peerSend(r req, call *calls.Call) {
 // peerSend runs on the source stream once the bytes are staged: it holds
 // the stream until the peer has them.
 func (o *op) peerSend() {
-	if err := o.link.write(o.w.ctx, o.dstDev, o.dst, o.buf.b[:o.n]); err != nil {
+	err := o.link.write(o.w.ctx, o.span, o.dstDev, o.dst, o.buf.b[:o.n])
+	if err != nil {
 		o.w.log.Debug("worker: peer copy failed", "peer", o.link.addr, "err", err)
 		o.w.deferErr(err)
 	} else {
 		o.w.stats.peerOut.Add(o.n)
+		o.w.m.Bytes(metrics.PeerSend, int64(o.n))
 	}
+	endSpan(o.span, err)
 	o.release()
 }
 
@@ -419,6 +434,7 @@ func (c *conn) peerWrite(r req, call *calls.Call) {
 		fail(err)
 		return
 	}
+	o.queue(d)
 	payload := o.buf.b[:n]
 	if inline {
 		copy(payload, call.Data)
@@ -442,6 +458,7 @@ func (c *conn) peerWrite(r req, call *calls.Call) {
 					return
 				}
 				c.w.stats.peerIn.Add(n)
+				c.w.m.Bytes(metrics.PeerReceive, int64(n))
 			}
 		}
 		o.release()

@@ -83,6 +83,11 @@ func run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) er
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	stopTracing, err := startTracing(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing() // after the session: flushes its last spans
 	b, err := OpenBackend(cfg)
 	if err != nil {
 		return err
@@ -109,7 +114,15 @@ func run(ctx context.Context, cfg Config, stdout io.Writer, log *slog.Logger) er
 	}
 	stop := context.AfterFunc(ctx, func() { w.end(errStopped) })
 	defer stop()
+	rep := &reporter{m: w.m, out: stdout, log: w.log}
+	stopReports, reported := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(reported)
+		rep.loop(stopReports)
+	}()
 	err = w.Serve(l)
+	close(stopReports)
+	<-reported // the last report counts the whole session
 	switch {
 	case err == nil, errors.Is(err, errStopped):
 		return nil

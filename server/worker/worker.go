@@ -7,11 +7,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/xgpu/xgpu/internal/cudaerr"
+	"github.com/xgpu/xgpu/internal/telemetry/metrics"
 	"github.com/xgpu/xgpu/peers"
 	"github.com/xgpu/xgpu/server/backend"
 )
@@ -58,6 +62,12 @@ type device struct {
 	dev  backend.Device
 	kern *devKernels // modules and kernels; nil when the backend runs none
 
+	// Gauges of the device (labelled with metricName): its calls queued
+	// and not yet complete (staged copies and synchronizing calls
+	// waiting), and the memory allocated on it.
+	metricName string
+	queue, mem prometheus.Gauge
+
 	psMu       sync.Mutex // guards the fields below
 	peerStream backend.Stream
 	havePS     bool
@@ -89,6 +99,8 @@ type Worker struct {
 	serverTLS *tls.Config
 	clientTLS *tls.Config // base of peer-link dials; nil in dev mode (pin only)
 	pin       string      // hex SHA-256 of the listener's certificate
+	addr      string      // the data address Listen reported; the xgpu.host of server spans
+	m         *metrics.Metrics
 
 	ctx    context.Context // done when the session ends; the cause says why
 	cancel context.CancelCauseFunc
@@ -151,6 +163,7 @@ func newWorker(cfg Config, b backend.Backend, log *slog.Logger) (*Worker, error)
 		pending:   make(map[*op]uint64),
 		served:    make(chan struct{}),
 		conns:     make(map[*conn]struct{}),
+		m:         metrics.Default(),
 	}
 	if cfg.ModuleCacheDir != "" {
 		if w.store, err = openModuleStore(cfg.ModuleCacheDir); err != nil {
@@ -215,7 +228,12 @@ func (w *Worker) openDevices() error {
 			w.closeDevices()
 			return fmt.Errorf("worker: open device %d (vGPU %q, physical %d): %w", dc.Logical, dc.VGPU, dc.Physical, err)
 		}
-		d := &device{cfg: dc, dev: dev, kern: newDevKernels(dev)}
+		d := &device{cfg: dc, dev: dev, kern: newDevKernels(dev), metricName: dc.VGPU}
+		if d.metricName == "" {
+			d.metricName = w.cfg.SessionID + "/" + strconv.FormatUint(uint64(dc.Logical), 10)
+		}
+		d.queue, d.mem = w.m.QueueDepth(d.metricName), w.m.VGPUMemory(d.metricName)
+		d.updateMemory()
 		w.devs[dc.Logical] = d
 		w.open = append(w.open, d)
 	}
@@ -233,7 +251,19 @@ func (w *Worker) closeDevices() {
 		})
 	}
 	wg.Wait()
+	for _, d := range w.open {
+		w.m.ForgetQueue(d.metricName)
+		w.m.ForgetVGPU(d.metricName)
+	}
 	w.open = nil
+}
+
+// updateMemory sets the device's memory gauge: its quota less what it can
+// still allocate.
+func (d *device) updateMemory() {
+	if free, total, err := d.dev.MemGetInfo(); err == nil && total >= free {
+		d.mem.Set(float64(total - free))
+	}
 }
 
 // TLSConfig returns the server side TLS configuration a listener for this
@@ -264,7 +294,8 @@ func (w *Worker) Listen() (*peers.Listener, Ready, error) {
 			h = "localhost"
 		}
 	}
-	return l, Ready{Address: net.JoinHostPort(h, port), CertSHA256: w.pin}, nil
+	w.addr = net.JoinHostPort(h, port)
+	return l, Ready{Address: w.addr, CertSHA256: w.pin}, nil
 }
 
 // Stats returns the traffic counters.

@@ -1,6 +1,7 @@
-// Package core is the CUDA runtime API of an xgpu client process in Go:
-// everything libcudart.so.13 serves except the C ABI and the per-thread
-// state, which live in runtime/cudart and its C facade.
+// Package core is the CUDA runtime and driver API of an xgpu client process
+// in Go: everything libcudart.so.13 and libcuda.so.1 serve except the C ABI
+// and the per-thread state, which live in runtime/cudart and its C
+// facades.
 //
 // # Usage
 //
@@ -13,6 +14,9 @@
 //	err = s.RegisterFunction(mod, hostStub, "_Z5axpbyPKfS0_Pf6Coeffsim", namePtr)
 //	k, err := s.Kernel(hostStub)
 //	err = s.Launch(k, dev, grid, block, shmem, stream, argv)
+//	m, err := s.ModuleLoad(dev, image)         // cuModuleLoadData: loaded at once
+//	f, err := s.ModuleFunction(m, "kernel")
+//	err = s.FunctionLaunch(f, grid, block, shmem, stream, argv, nil, 0)
 //	code := core.Code(err)                     // the cudaError_t for C
 //
 // The configuration is read, and the client's sessions opened, at the

@@ -61,6 +61,8 @@ type kernelAPI interface {
 	// LoadModule makes image (a fat binary) a module of dev, uploading
 	// it to dev's server unless the server already holds it.
 	LoadModule(dev int, image []byte) (moduleRef, error)
+	// UnloadModule drops one load of m.
+	UnloadModule(dev int, m moduleRef) error
 	// Function returns kernel name of m on dev with its parameter layout.
 	Function(dev int, m moduleRef, name string) (functionRef, []Param, error)
 	// Launch queues f on stream st.

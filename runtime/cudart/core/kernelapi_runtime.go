@@ -13,6 +13,10 @@ func (r runtimeKernels) LoadModule(dev int, image []byte) (moduleRef, error) {
 	return r.c.LoadModule(dev, image)
 }
 
+func (r runtimeKernels) UnloadModule(dev int, m moduleRef) error {
+	return r.c.UnloadModule(m.(runtime.Module))
+}
+
 func (r runtimeKernels) Function(dev int, m moduleRef, name string) (functionRef, []Param, error) {
 	f, err := r.c.GetFunction(m.(runtime.Module), name)
 	if err != nil {

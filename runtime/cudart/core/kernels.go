@@ -323,28 +323,7 @@ func (s *Shim) Launch(h uint64, dev int, grid, block [3]uint32, sharedMem, strea
 	if err != nil {
 		return err
 	}
-	if len(kd.params) > 0 && args == nil {
-		return fmt.Errorf("core: launch of %s: no arguments for %d parameters: %w", kn.name, len(kd.params), cudaerr.InvalidValue)
-	}
-	bp := argPool.Get().(*[]byte)
-	buf := (*bp)[:0]
-	if cap(buf) < kd.size {
-		buf = make([]byte, kd.size)
-	}
-	buf = buf[:kd.size]
-	ptrs := unsafe.Slice((*unsafe.Pointer)(args), len(kd.params))
-	for i, p := range kd.params {
-		if ptrs[i] == nil {
-			*bp = buf
-			argPool.Put(bp)
-			return fmt.Errorf("core: launch of %s: argument %d is a nil pointer: %w", kn.name, i, cudaerr.InvalidValue)
-		}
-		copy(buf[p.Offset:p.Offset+p.Size], unsafe.Slice((*byte)(ptrs[i]), p.Size))
-	}
-	err = c.Launch(dev, kd.fn, grid, block, uint32(sharedMem), st, buf)
-	*bp = buf
-	argPool.Put(bp)
-	return err
+	return launchArgs(c, dev, kd.fn, kn.name, kd.params, kd.size, grid, block, uint32(sharedMem), st, args)
 }
 
 // FuncAttributes are a kernel's attributes, as cudaFuncAttributes holds

@@ -20,6 +20,7 @@ type fakeKernels struct {
 	mu       sync.Mutex // guards the fields below
 	layouts  map[string][]Param
 	loads    map[int]int    // device -> LoadModule calls
+	unloads  map[int]int    // device -> UnloadModule calls
 	lookups  map[string]int // "dev/name" -> Function calls
 	launches []fakeLaunch
 	globals  map[string]uint64 // name -> address (size 64)
@@ -43,7 +44,7 @@ type fakeModule struct {
 type fakeFunc struct{ name string }
 
 func newFake() *fakeKernels {
-	return &fakeKernels{layouts: map[string][]Param{}, loads: map[int]int{}, lookups: map[string]int{}, globals: map[string]uint64{}}
+	return &fakeKernels{layouts: map[string][]Param{}, loads: map[int]int{}, unloads: map[int]int{}, lookups: map[string]int{}, globals: map[string]uint64{}}
 }
 
 func (f *fakeKernels) LoadModule(dev int, image []byte) (moduleRef, error) {
@@ -54,6 +55,13 @@ func (f *fakeKernels) LoadModule(dev int, image []byte) (moduleRef, error) {
 		return nil, f.failLoad
 	}
 	return fakeModule{dev, image}, nil
+}
+
+func (f *fakeKernels) UnloadModule(dev int, m moduleRef) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.unloads[dev]++
+	return nil
 }
 
 func (f *fakeKernels) Function(dev int, m moduleRef, name string) (functionRef, []Param, error) {

@@ -216,13 +216,22 @@ func (t *rangeTable) remove(p uintptr) bool {
 }
 
 func (t *rangeTable) contains(p uintptr) bool {
+	_, _, ok := t.find(p)
+	return ok
+}
+
+// find returns the recorded range holding p.
+func (t *rangeTable) find(p uintptr) (base uintptr, size uint64, ok bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	i, ok := slices.BinarySearch(t.bases, p)
-	if ok {
-		return true
+	i, found := slices.BinarySearch(t.bases, p)
+	if found {
+		return p, t.sizes[i], true
 	}
-	return i > 0 && uint64(p-t.bases[i-1]) < t.sizes[i-1]
+	if i > 0 && uint64(p-t.bases[i-1]) < t.sizes[i-1] {
+		return t.bases[i-1], t.sizes[i-1], true
+	}
+	return 0, 0, false
 }
 
 // HostRegister records [p, p+size) as page-locked host memory.

@@ -43,7 +43,9 @@ type Shim struct {
 	host    rangeTable // page-locked host memory
 	symbols rangeTable // device variables whose address was asked
 	kern    kernels
-	kapi    kernelAPI // tests replace the runtime's kernel calls; nil: the client's
+	dmods   table[*driverModule]   // modules loaded through the driver API
+	dfuncs  table[*driverFunction] // their functions
+	kapi    kernelAPI              // tests replace the runtime's kernel calls; nil: the client's
 
 	unsupported sync.Map // name -> struct{}: names already logged
 }
@@ -132,6 +134,7 @@ func (s *Shim) openLocked() (*runtime.Client, error) {
 	if cfg.Map != nil && cfg.Map.Len() == 0 {
 		return nil, &InitError{Code: cudaerr.NoDevice, Err: errors.New("the device map (after " + EnvVisible + ") has no devices")}
 	}
+	startTracing(s.Logger())
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultOpenTimeout)
 	defer cancel()
 	c, err := s.open(ctx, cfg)
@@ -164,6 +167,7 @@ func (s *Shim) Close() error {
 	if c == nil {
 		return nil
 	}
+	defer stopTracing(s.Logger()) // after the sessions: their last spans too
 	return c.Close()
 }
 
@@ -172,13 +176,14 @@ func (s *Shim) Close() error {
 func Code(err error) int32 { return int32(cudaerr.Code(err)) }
 
 // Unsupported logs, once per name, that the application called a CUDA
-// API name the shim does not serve, and returns cudaErrorNotSupported.
+// runtime or driver API function the shim does not serve, and returns
+// cudaErrorNotSupported (801, CUDA_ERROR_NOT_SUPPORTED in the driver API).
 func (s *Shim) Unsupported(name string) error {
 	if _, seen := s.unsupported.LoadOrStore(name, struct{}{}); !seen {
 		// The configuration may not be loaded yet (the first call of
 		// the process); loading it here gives the log its level.
 		_, _ = s.Client()
-		s.Logger().Warn("CUDA runtime function not supported by xgpu; returning cudaErrorNotSupported", "function", name)
+		s.Logger().Warn("CUDA function not supported by xgpu; it returns 801 (not supported)", "function", name)
 	}
 	return cudaerr.NotSupported
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -42,8 +43,8 @@ var shim struct {
 	err  error
 }
 
-// buildShim builds libxgpu.so and libcudart.so.13 into a directory shared
-// by the package's tests.
+// buildShim builds libxgpu.so, libcudart.so.13 and libcuda.so.1 into a
+// directory shared by the package's tests.
 func buildShim(t *testing.T) string {
 	t.Helper()
 	if runtime.GOOS != "linux" {
@@ -73,12 +74,20 @@ func buildShim(t *testing.T) string {
 	return shim.dir
 }
 
-// compile builds testdata/src against the facade in dir.
-func compile(t *testing.T, dir, src string) string {
+// compile builds testdata/src against the facades in dir: libs, by
+// default libcudart.so.13.
+func compile(t *testing.T, dir, src string, libs ...string) string {
 	t.Helper()
+	if len(libs) == 0 {
+		libs = []string{"libcudart.so.13"}
+	}
 	exe := filepath.Join(t.TempDir(), strings.TrimSuffix(src, ".c"))
-	cmd := exec.Command("gcc", "-std=gnu11", "-O1", "-Wall", "-Werror", "-o", exe, filepath.Join("testdata", src),
-		filepath.Join(dir, "libcudart.so.13"), "-Wl,-rpath,"+dir, "-lpthread")
+	args := []string{"-std=gnu11", "-O1", "-Wall", "-Werror", "-o", exe, filepath.Join("testdata", src)}
+	for _, l := range libs {
+		args = append(args, filepath.Join(dir, l))
+	}
+	args = append(args, "-Wl,-rpath,"+dir, "-lpthread", "-ldl")
+	cmd := exec.Command("gcc", args...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("gcc %s: %v\n%s", src, err, out)
 	}
@@ -188,7 +197,7 @@ func TestCProgram(t *testing.T) {
 		want []string // in the output
 	}{
 		{"all", []string{"XGPU_DEVICE_MAP=" + mapFile}, "all",
-			[]string{"cudaGraphCreate", "cudaErrorNotSupported"}},
+			[]string{"function=cudaGraphCreate", "not supported by xgpu"}},
 		{"no configuration", nil, "noconfig", []string{"XGPU_DEVICE_MAP"}},
 		{"visible devices", []string{"XGPU_DEVICE_MAP=" + mapFile, "CUDA_VISIBLE_DEVICES=1"}, "visible1", nil},
 	}
@@ -207,57 +216,119 @@ func TestCProgram(t *testing.T) {
 	}
 }
 
-// TestExports checks that libcudart.so.13 exports exactly the functions
-// of NVIDIA's libcudart.so.13 (facade/cudart.names), each with the symbol
-// version libcudart.so.13, and nothing else.
-func TestExports(t *testing.T) {
+// TestDriverProgram runs testdata/driver_test.c, which uses libcuda.so.1
+// beside libcudart.so.13 as PyTorch does: primary context state before
+// and after the runtime uses a device (no cuInit first), the current
+// context shared with the runtime's current device, devices, pointer
+// queries, memory, modules loaded, looked up and launched through the
+// driver (kernel parameters and a packed buffer), a module global, and
+// entry points found through cudaGetDriverEntryPointByVersion and
+// cuGetProcAddress_v2 by version and stream flags.
+func TestDriverProgram(t *testing.T) {
 	dir := buildShim(t)
-	want := map[string]bool{}
-	data, err := os.ReadFile("../facade/cudart.names")
+	exe := compile(t, dir, "driver_test.c", "libcuda.so.1", "libcudart.so.13")
+	m := startServer(t, 2)
+	mapFile := writeMap(t, m)
+	moduleFile := filepath.Join(t.TempDir(), "module.txt")
+	if err := os.WriteFile(moduleFile, []byte("xgpu-host-module v1\nkernel fill_u32\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		env  []string
+		args []string
+		once []string // logged exactly once
+	}{
+		{"all", []string{"XGPU_DEVICE_MAP=" + mapFile}, []string{"all", moduleFile},
+			[]string{"function=cuLinkCreate_v2", "function=cuMemCreate", `function="cuPointerGetAttribute(attribute 7)"`}},
+		{"no configuration", nil, []string{"noconfig"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := run(t, exe, tt.env, tt.args...)
+			for _, w := range tt.once {
+				if n := strings.Count(out, w); n != 1 {
+					t.Errorf("%s logged %d times, want once:\n%s", w, n, out)
+				}
+			}
+		})
+	}
+}
+
+// readNames returns the names a facade's names file lists.
+func readNames(t *testing.T, path string) map[string]bool {
+	t.Helper()
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := map[string]bool{}
 	for _, line := range strings.Split(string(data), "\n") {
 		if f := strings.Fields(line); len(f) > 0 && !strings.HasPrefix(f[0], "#") {
 			want[f[0]] = true
 		}
 	}
-	f, err := elf.Open(filepath.Join(dir, "libcudart.so.13"))
-	if err != nil {
-		t.Fatal(err)
+	return want
+}
+
+// TestExports checks that each facade exports exactly the functions of
+// NVIDIA's library (its names file) with the library's symbol versions
+// (libcudart.so.13 for the runtime, none for the driver), and nothing
+// else, under the library's soname, and that it needs libxgpu.so.
+func TestExports(t *testing.T) {
+	dir := buildShim(t)
+	tests := []struct {
+		lib, names, version string
+		count               int // the number of names NVIDIA's library exports; 0: not checked
+	}{
+		{"libcudart.so.13", "../facade/cudart.names", "libcudart.so.13", 422},
+		{"libcuda.so.1", "../driver/cuda.names", "", 0},
 	}
-	defer f.Close()
-	syms, err := f.DynamicSymbols()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]bool{}
-	for _, s := range syms {
-		if s.Section == elf.SHN_UNDEF {
-			continue
-		}
-		if elf.ST_TYPE(s.Info) == elf.STT_FUNC {
-			if s.Version != "libcudart.so.13" {
-				t.Errorf("%s has version %q, want libcudart.so.13", s.Name, s.Version)
+	for _, tt := range tests {
+		t.Run(tt.lib, func(t *testing.T) {
+			want := readNames(t, tt.names)
+			f, err := elf.Open(filepath.Join(dir, tt.lib))
+			if err != nil {
+				t.Fatal(err)
 			}
-			got[s.Name] = true
-		}
-	}
-	for n := range want {
-		if !got[n] {
-			t.Errorf("%s is not exported", n)
-		}
-	}
-	for n := range got {
-		if !want[n] {
-			t.Errorf("%s is exported but not by NVIDIA's libcudart.so.13", n)
-		}
-	}
-	if len(want) != 422 {
-		t.Errorf("%d names listed, want 422", len(want))
-	}
-	soname, err := f.DynString(elf.DT_SONAME)
-	if err != nil || len(soname) != 1 || soname[0] != "libcudart.so.13" {
-		t.Errorf("soname %v, %v", soname, err)
+			defer f.Close()
+			syms, err := f.DynamicSymbols()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]bool{}
+			for _, s := range syms {
+				if s.Section == elf.SHN_UNDEF {
+					continue
+				}
+				if elf.ST_TYPE(s.Info) == elf.STT_FUNC {
+					if s.Version != tt.version {
+						t.Errorf("%s has version %q, want %q", s.Name, s.Version, tt.version)
+					}
+					got[s.Name] = true
+				}
+			}
+			for n := range want {
+				if !got[n] {
+					t.Errorf("%s is not exported", n)
+				}
+			}
+			for n := range got {
+				if !want[n] {
+					t.Errorf("%s is exported but not by NVIDIA's %s", n, tt.lib)
+				}
+			}
+			if tt.count != 0 && len(want) != tt.count {
+				t.Errorf("%d names listed, want %d", len(want), tt.count)
+			}
+			soname, err := f.DynString(elf.DT_SONAME)
+			if err != nil || len(soname) != 1 || soname[0] != tt.lib {
+				t.Errorf("soname %v, %v", soname, err)
+			}
+			needed, err := f.ImportedLibraries()
+			if err != nil || !slices.Contains(needed, "libxgpu.so") {
+				t.Errorf("needs %v (%v), want libxgpu.so among them", needed, err)
+			}
+		})
 	}
 }

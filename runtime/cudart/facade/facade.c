@@ -25,11 +25,18 @@ _Static_assert(sizeof(struct cudaFuncAttributes) == 144, "cudaFuncAttributes is 
 
 #define CUDART_VERSION_SERVED 13000
 
-/* ---- per-thread state ---- */
+/* ---- per-thread state ----
+ *
+ * The current device lives in libxgpu.so (xgpu_thread_*), shared with
+ * libcuda.so.1: a thread's current device is its current context's device
+ * in both APIs. use_dev() is the device for a call that uses it: like
+ * CUDA's runtime, it makes the device's primary context current (and
+ * active, for cuDevicePrimaryCtxGetState). */
 
-static __thread int tls_dev;        /* current device */
 static __thread cudaError_t tls_err; /* last error */
 static __thread int tls_capture_mode;
+
+static inline int use_dev(void) { return xgpu_thread_use_device(); }
 
 cudaError_t facade_ret(int e) {
   if (e != cudaSuccess && !facade_is_sticky(tls_err)) tls_err = e;
@@ -38,57 +45,19 @@ cudaError_t facade_ret(int e) {
 
 cudaError_t facade_unsupported(const char *name) { return facade_ret(xgpu_log_unsupported((char *)name)); }
 
-int facade_current_device(void) { return tls_dev; }
+int facade_current_device(void) { return use_dev(); }
 
 __attribute__((destructor)) static void facade_fini(void) { (void)xgpu_shutdown(); }
 
-/* ---- device information, cached once per device ---- */
-
-static pthread_mutex_t info_mu = PTHREAD_MUTEX_INITIALIZER;
-static xgpu_device_info_t **info_cache; /* info_n entries, filled on first use */
-static int info_n;
+/* ---- device information, fetched once per device (xgpu_device_info) ---- */
 
 static int device_count(int *n) { return xgpu_device_count(n); }
 
 static int dev_info(int dev, const xgpu_device_info_t **out) {
-  xgpu_device_info_t **cache = __atomic_load_n(&info_cache, __ATOMIC_ACQUIRE);
-  if (cache && dev >= 0 && dev < info_n) {
-    xgpu_device_info_t *p = __atomic_load_n(&cache[dev], __ATOMIC_ACQUIRE);
-    if (p) {
-      *out = p;
-      return cudaSuccess;
-    }
-  }
-  int n = 0, e = device_count(&n);
-  if (e) return e;
-  if (dev < 0 || dev >= n) return cudaErrorInvalidDevice;
-  pthread_mutex_lock(&info_mu);
-  if (!info_cache) {
-    xgpu_device_info_t **c = calloc((size_t)n, sizeof *c);
-    if (!c) {
-      pthread_mutex_unlock(&info_mu);
-      return cudaErrorMemoryAllocation;
-    }
-    info_n = n;
-    __atomic_store_n(&info_cache, c, __ATOMIC_RELEASE);
-  }
-  if (!info_cache[dev]) {
-    xgpu_device_info_t *p = calloc(1, sizeof *p);
-    if (!p) {
-      pthread_mutex_unlock(&info_mu);
-      return cudaErrorMemoryAllocation;
-    }
-    e = xgpu_device_info_get(dev, p);
-    if (e) {
-      free(p);
-      pthread_mutex_unlock(&info_mu);
-      return e;
-    }
-    __atomic_store_n(&info_cache[dev], p, __ATOMIC_RELEASE);
-  }
-  *out = info_cache[dev];
-  pthread_mutex_unlock(&info_mu);
-  return cudaSuccess;
+  xgpu_device_info_t *p = NULL;
+  int e = xgpu_device_info(dev, &p);
+  if (e == cudaSuccess) *out = p;
+  return e;
 }
 
 static int attr(const xgpu_device_info_t *in, int a) { return (a > 0 && a < XGPU_ATTR_COUNT && in->attr_valid[a]) ? in->attrs[a] : 0; }
@@ -137,29 +106,32 @@ static int check_device(int dev) {
 XGPU_EXPORT cudaError_t cudaSetDevice(int dev) {
   int e = check_device(dev);
   if (e) return facade_ret(e);
-  tls_dev = dev;
-  return cudaSuccess;
+  return facade_ret(xgpu_thread_set_device(dev));
 }
 
 XGPU_EXPORT cudaError_t cudaGetDevice(int *dev) {
   if (!dev) return facade_ret(cudaErrorInvalidValue);
   int n = 0, e = device_count(&n);
   if (e) return facade_ret(e);
-  *dev = tls_dev;
+  *dev = xgpu_thread_device();
   return cudaSuccess;
 }
 
+/* cudaInitDevice initializes dev's primary context without making it
+ * current. */
 XGPU_EXPORT cudaError_t cudaInitDevice(int dev, unsigned int deviceFlags, unsigned int flags) {
   (void)deviceFlags;
   if (flags != 0) return facade_ret(cudaErrorInvalidValue);
-  return facade_ret(check_device(dev));
+  int e = check_device(dev);
+  if (e) return facade_ret(e);
+  return facade_ret(xgpu_primary_ctx_activate(dev));
 }
 
 static unsigned int device_flags; /* cudaSetDeviceFlags, process-wide as in CUDA */
 
 XGPU_EXPORT cudaError_t cudaSetDeviceFlags(unsigned int flags) {
   if (flags & ~0x1fu) return facade_ret(cudaErrorInvalidValue);
-  int e = check_device(tls_dev);
+  int e = check_device(xgpu_thread_device());
   if (e) return facade_ret(e);
   __atomic_store_n(&device_flags, flags, __ATOMIC_RELAXED);
   return cudaSuccess;
@@ -167,7 +139,7 @@ XGPU_EXPORT cudaError_t cudaSetDeviceFlags(unsigned int flags) {
 
 XGPU_EXPORT cudaError_t cudaGetDeviceFlags(unsigned int *flags) {
   if (!flags) return facade_ret(cudaErrorInvalidValue);
-  int e = check_device(tls_dev);
+  int e = check_device(xgpu_thread_device());
   if (e) return facade_ret(e);
   *flags = __atomic_load_n(&device_flags, __ATOMIC_RELAXED) | 0x8u; /* cudaDeviceMapHost, always on */
   return cudaSuccess;
@@ -346,7 +318,7 @@ static int peer_bit(int a, int b, int set, int value) {
 
 XGPU_EXPORT cudaError_t cudaDeviceEnablePeerAccess(int peer, unsigned int flags) {
   if (flags != 0) return facade_ret(cudaErrorInvalidValue);
-  int can = 0, dev = tls_dev, e = xgpu_device_can_access_peer(dev, peer, &can);
+  int can = 0, dev = use_dev(), e = xgpu_device_can_access_peer(dev, peer, &can);
   if (e) return facade_ret(e);
   if (!can || dev >= MAX_PEER || peer >= MAX_PEER) return facade_ret(cudaErrorPeerAccessUnsupported);
   if (peer_bit(dev, peer, 1, 1)) return facade_ret(cudaErrorPeerAccessAlreadyEnabled);
@@ -354,7 +326,7 @@ XGPU_EXPORT cudaError_t cudaDeviceEnablePeerAccess(int peer, unsigned int flags)
 }
 
 XGPU_EXPORT cudaError_t cudaDeviceDisablePeerAccess(int peer) {
-  int dev = tls_dev, e = check_device(peer);
+  int dev = use_dev(), e = check_device(peer);
   if (e) return facade_ret(e);
   if (dev >= MAX_PEER || peer >= MAX_PEER || !peer_bit(dev, peer, 1, 0)) return facade_ret(cudaErrorPeerAccessNotEnabled);
   return cudaSuccess;
@@ -377,14 +349,14 @@ XGPU_EXPORT cudaError_t cudaDeviceGetP2PAttribute(int *value, int a, int src, in
   return facade_ret(cudaErrorInvalidValue);
 }
 
-XGPU_EXPORT cudaError_t cudaDeviceSynchronize(void) { return facade_ret(xgpu_device_synchronize(tls_dev)); }
+XGPU_EXPORT cudaError_t cudaDeviceSynchronize(void) { return facade_ret(xgpu_device_synchronize(use_dev())); }
 
 /* cudaDeviceReset waits for the device; the allocations and streams of the
  * process stay (see docs/cuda-shim.md). */
-XGPU_EXPORT cudaError_t cudaDeviceReset(void) { return facade_ret(xgpu_device_synchronize(tls_dev)); }
+XGPU_EXPORT cudaError_t cudaDeviceReset(void) { return facade_ret(xgpu_device_synchronize(use_dev())); }
 
 XGPU_EXPORT cudaError_t cudaDeviceGetStreamPriorityRange(int *least, int *greatest) {
-  int e = check_device(tls_dev);
+  int e = check_device(xgpu_thread_device());
   if (e) return facade_ret(e);
   if (least) *least = 0;
   if (greatest) *greatest = -5;
@@ -410,21 +382,26 @@ XGPU_EXPORT cudaError_t cudaDeviceGetCacheConfig(int *c) {
 XGPU_EXPORT cudaError_t cudaMalloc(void **p, size_t size) {
   if (!p) return facade_ret(cudaErrorInvalidValue);
   uint64_t ptr = 0;
-  int e = xgpu_malloc(tls_dev, size, &ptr);
+  int e = xgpu_malloc(use_dev(), size, &ptr);
   if (e) return facade_ret(e);
   *p = (void *)(uintptr_t)ptr;
   return cudaSuccess;
 }
 
 XGPU_EXPORT cudaError_t cudaFree(void *p) {
-  /* cudaFree(NULL) is the customary way to initialize CUDA. */
-  if (!p) return facade_ret(xgpu_init());
+  /* cudaFree(NULL) is the customary way to initialize CUDA (and to make
+   * the current device's primary context current). */
+  if (!p) {
+    int e = xgpu_init();
+    if (e == cudaSuccess) (void)use_dev();
+    return facade_ret(e);
+  }
   return facade_ret(xgpu_free((uint64_t)(uintptr_t)p));
 }
 
 static int stream_device(cudaStream_t s, int *dev) {
   if (is_special_stream(s)) {
-    *dev = tls_dev;
+    *dev = use_dev();
     return cudaSuccess;
   }
   unsigned flags;
@@ -456,7 +433,7 @@ XGPU_EXPORT cudaError_t cudaFreeAsync_ptsz(void *p, cudaStream_t s) { return cud
 
 XGPU_EXPORT cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
   uint64_t f = 0, t = 0;
-  int e = xgpu_mem_get_info(tls_dev, &f, &t);
+  int e = xgpu_mem_get_info(use_dev(), &f, &t);
   if (e) return facade_ret(e);
   if (free_bytes) *free_bytes = (size_t)f;
   if (total_bytes) *total_bytes = (size_t)t;
@@ -502,7 +479,7 @@ XGPU_EXPORT cudaError_t cudaHostUnregister(void *p) { return facade_ret(xgpu_hos
 
 static int copy(void *dst, const void *src, size_t n, int kind, cudaStream_t s, int async) {
   if (n && (!dst || !src)) return cudaErrorInvalidValue;
-  return xgpu_memcpy(dst, (void *)src, n, kind, tls_dev, sh(s), async);
+  return xgpu_memcpy(dst, (void *)src, n, kind, use_dev(), sh(s), async);
 }
 
 XGPU_EXPORT cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, int kind) {
@@ -530,7 +507,7 @@ static int copy2d(void *dst, size_t dpitch, const void *src, size_t spitch, size
     int e = copy((char *)dst + r * dpitch, (const char *)src + r * spitch, width, kind, s, 1);
     if (e) return e;
   }
-  return async ? cudaSuccess : xgpu_stream_synchronize(tls_dev, sh(s));
+  return async ? cudaSuccess : xgpu_stream_synchronize(use_dev(), sh(s));
 }
 
 XGPU_EXPORT cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
@@ -562,13 +539,13 @@ XGPU_EXPORT cudaError_t cudaMemcpyPeerAsync(void *dst, int dstDev, const void *s
 }
 
 XGPU_EXPORT cudaError_t cudaMemset(void *p, int value, size_t n) {
-  return facade_ret(xgpu_memset((uint64_t)(uintptr_t)p, value, n, tls_dev, 0, 0));
+  return facade_ret(xgpu_memset((uint64_t)(uintptr_t)p, value, n, use_dev(), 0, 0));
 }
 
 XGPU_EXPORT cudaError_t cudaMemset_ptds(void *p, int value, size_t n) { return cudaMemset(p, value, n); }
 
 XGPU_EXPORT cudaError_t cudaMemsetAsync(void *p, int value, size_t n, cudaStream_t s) {
-  return facade_ret(xgpu_memset((uint64_t)(uintptr_t)p, value, n, tls_dev, sh(s), 1));
+  return facade_ret(xgpu_memset((uint64_t)(uintptr_t)p, value, n, use_dev(), sh(s), 1));
 }
 
 XGPU_EXPORT cudaError_t cudaMemsetAsync_ptsz(void *p, int value, size_t n, cudaStream_t s) {
@@ -583,7 +560,7 @@ XGPU_EXPORT cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *a
   if (e) return facade_ret(e);
   memset(a, 0, sizeof *a);
   a->type = type;
-  a->device = type == 0 ? -2 : (type == 1 ? tls_dev : dev);
+  a->device = type == 0 ? -2 : (type == 1 ? xgpu_thread_device() : dev);
   a->devicePointer = (void *)(uintptr_t)dptr;
   a->hostPointer = (void *)(uintptr_t)hptr;
   return cudaSuccess;
@@ -594,7 +571,7 @@ XGPU_EXPORT cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *a
 XGPU_EXPORT cudaError_t cudaStreamCreateWithPriority(cudaStream_t *s, unsigned int flags, int priority) {
   if (!s) return facade_ret(cudaErrorInvalidValue);
   uint64_t h = 0;
-  int e = xgpu_stream_create(tls_dev, flags, priority, &h);
+  int e = xgpu_stream_create(use_dev(), flags, priority, &h);
   if (e) return facade_ret(e);
   *s = (cudaStream_t)(uintptr_t)h;
   return cudaSuccess;
@@ -611,17 +588,17 @@ XGPU_EXPORT cudaError_t cudaStreamDestroy(cudaStream_t s) {
   return facade_ret(xgpu_stream_destroy(sh(s)));
 }
 
-XGPU_EXPORT cudaError_t cudaStreamSynchronize(cudaStream_t s) { return facade_ret(xgpu_stream_synchronize(tls_dev, sh(s))); }
+XGPU_EXPORT cudaError_t cudaStreamSynchronize(cudaStream_t s) { return facade_ret(xgpu_stream_synchronize(use_dev(), sh(s))); }
 
 XGPU_EXPORT cudaError_t cudaStreamSynchronize_ptsz(cudaStream_t s) { return cudaStreamSynchronize(s); }
 
-XGPU_EXPORT cudaError_t cudaStreamQuery(cudaStream_t s) { return facade_ret(xgpu_stream_query(tls_dev, sh(s))); }
+XGPU_EXPORT cudaError_t cudaStreamQuery(cudaStream_t s) { return facade_ret(xgpu_stream_query(use_dev(), sh(s))); }
 
 XGPU_EXPORT cudaError_t cudaStreamQuery_ptsz(cudaStream_t s) { return cudaStreamQuery(s); }
 
 XGPU_EXPORT cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned int flags) {
   if (flags & ~0x1u) return facade_ret(cudaErrorInvalidValue);
-  return facade_ret(xgpu_stream_wait_event(tls_dev, sh(s), (uint64_t)(uintptr_t)ev));
+  return facade_ret(xgpu_stream_wait_event(use_dev(), sh(s), (uint64_t)(uintptr_t)ev));
 }
 
 XGPU_EXPORT cudaError_t cudaStreamWaitEvent_ptsz(cudaStream_t s, cudaEvent_t ev, unsigned int flags) {
@@ -702,7 +679,7 @@ XGPU_EXPORT cudaError_t cudaThreadExchangeStreamCaptureMode(int *mode) {
  * CUDA requires; the call blocks until then. */
 XGPU_EXPORT cudaError_t cudaLaunchHostFunc(cudaStream_t s, cudaHostFn_t fn, void *user) {
   if (!fn) return facade_ret(cudaErrorInvalidValue);
-  int e = xgpu_stream_synchronize(tls_dev, sh(s));
+  int e = xgpu_stream_synchronize(use_dev(), sh(s));
   if (e) return facade_ret(e);
   fn(user);
   return cudaSuccess;
@@ -714,7 +691,7 @@ XGPU_EXPORT cudaError_t cudaLaunchHostFunc_ptsz(cudaStream_t s, cudaHostFn_t fn,
 
 XGPU_EXPORT cudaError_t cudaStreamAddCallback(cudaStream_t s, cudaStreamCallback_t cb, void *user, unsigned int flags) {
   if (!cb || flags != 0) return facade_ret(cudaErrorInvalidValue);
-  int e = xgpu_stream_synchronize(tls_dev, sh(s));
+  int e = xgpu_stream_synchronize(use_dev(), sh(s));
   cb(s, e, user);
   return cudaSuccess;
 }
@@ -728,7 +705,7 @@ XGPU_EXPORT cudaError_t cudaStreamAddCallback_ptsz(cudaStream_t s, cudaStreamCal
 XGPU_EXPORT cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned int flags) {
   if (!ev) return facade_ret(cudaErrorInvalidValue);
   uint64_t h = 0;
-  int e = xgpu_event_create(tls_dev, flags, &h);
+  int e = xgpu_event_create(use_dev(), flags, &h);
   if (e) return facade_ret(e);
   *ev = (cudaEvent_t)(uintptr_t)h;
   return cudaSuccess;
@@ -737,7 +714,7 @@ XGPU_EXPORT cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned int f
 XGPU_EXPORT cudaError_t cudaEventCreate(cudaEvent_t *ev) { return cudaEventCreateWithFlags(ev, 0); }
 
 XGPU_EXPORT cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s) {
-  return facade_ret(xgpu_event_record((uint64_t)(uintptr_t)ev, tls_dev, sh(s)));
+  return facade_ret(xgpu_event_record((uint64_t)(uintptr_t)ev, use_dev(), sh(s)));
 }
 
 XGPU_EXPORT cudaError_t cudaEventRecord_ptsz(cudaEvent_t ev, cudaStream_t s) { return cudaEventRecord(ev, s); }

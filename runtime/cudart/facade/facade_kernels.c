@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cudart.h"
+#include "occupancy.h"
 
 #define FATBINC_MAGIC 0x466243b1
 
@@ -193,48 +194,23 @@ XGPU_EXPORT cudaError_t cudaFuncGetName(const char **name, const void *func) {
 }
 
 /* cudaOccupancyMaxActiveBlocksPerMultiprocessor from the kernel's
- * attributes and the device's limits: blocks per SM bounded by threads,
- * blocks, registers (allocated per warp in units of 256) and shared
- * memory (with the driver's reservation per block). It ignores the L1 and
- * shared memory carveout preference, which can only lower the real
- * figure for kernels using less shared memory than the maximum. */
+ * attributes and the device's limits (occupancy.h). */
 XGPU_EXPORT cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *n, const void *func, int blockSize,
                                                                                size_t dynSmem, unsigned int flags) {
   if (!n || blockSize <= 0 || flags > 1) return facade_ret(cudaErrorInvalidValue);
   uint64_t k = 0;
   int e = kernel_of(func, &k);
   if (e) return facade_ret(e);
-  int dev = facade_current_device(), v[6];
-  static const int attrs[6] = {39 /* threads/SM */, 106 /* blocks/SM */, 82 /* regs/SM */, 81 /* smem/SM */,
-                               111 /* reserved smem/block */, 10 /* warp */};
+  int dev = facade_current_device(), lim[6];
   for (int i = 0; i < 6; i++) {
-    e = cudaDeviceGetAttribute(&v[i], attrs[i], dev);
+    e = cudaDeviceGetAttribute(&lim[i], xgpu_occupancy_attrs[i], dev);
     if (e) return e;
   }
   xgpu_func_attributes_t fa;
   memset(&fa, 0, sizeof fa);
   e = xgpu_func_get_attributes(k, dev, &fa);
   if (e) return facade_ret(e);
-  if (blockSize > fa.max_threads_per_block) {
-    *n = 0;
-    return cudaSuccess;
-  }
-  int warp = v[5] > 0 ? v[5] : 32;
-  long warps = (blockSize + warp - 1) / warp;
-  long blocks = v[0] / (warps * warp);
-  if (v[1] < blocks) blocks = v[1];
-  if (fa.num_regs > 0) {
-    long per_warp = ((long)fa.num_regs * warp + 255) / 256 * 256;
-    long by_regs = v[2] / (per_warp * warps);
-    if (by_regs < blocks) blocks = by_regs;
-  }
-  long smem = (long)fa.shared_size_bytes + (long)dynSmem;
-  if (smem > 0) {
-    long per_block = (smem + v[4] + 127) / 128 * 128;
-    long by_smem = v[3] / per_block;
-    if (by_smem < blocks) blocks = by_smem;
-  }
-  *n = (int)(blocks < 0 ? 0 : blocks);
+  *n = xgpu_occupancy(lim, fa.max_threads_per_block, fa.num_regs, (long)fa.shared_size_bytes + (long)dynSmem, blockSize);
   return cudaSuccess;
 }
 

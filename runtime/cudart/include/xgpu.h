@@ -3,6 +3,10 @@
  * process. The generated CUDA facades (libcudart.so.13, later cuBLAS and
  * NCCL) call these functions; applications never do.
  *
+ * Most functions are Go (package runtime/cudart). The "thread and context
+ * state" and xgpu_device_info are plain C in the same library (state.c):
+ * the facades call them on hot paths, and they never enter Go once set up.
+ *
  * Rules of the ABI:
  *  - Every function returns a cudaError_t value (0 on success) unless it
  *    says otherwise, and writes its results only on success.
@@ -32,7 +36,7 @@ extern "C" {
 #endif
 
 /* XGPU_ABI_VERSION changes whenever a declaration below does. */
-#define XGPU_ABI_VERSION 1
+#define XGPU_ABI_VERSION 2
 
 /* XGPU_ATTR_COUNT bounds the cudaDeviceAttr values xgpu_device_info_t holds. */
 #define XGPU_ATTR_COUNT 256
@@ -61,6 +65,20 @@ typedef struct {
   int max_dynamic_shared_size_bytes;
   int preferred_shmem_carveout;
 } xgpu_func_attributes_t;
+
+/* XGPU_MAX_DEVICES bounds the logical device indices the thread and
+ * context state below handles. */
+#define XGPU_MAX_DEVICES 1024
+
+/* What xgpu_pointer_info reports about an address. */
+typedef struct {
+  int type;          /* a cudaMemoryType: 0 unregistered host, 1 host, 2 device */
+  int device;        /* the device of device memory; -2 for unregistered host memory */
+  uint64_t dev_ptr;  /* the address itself for device memory, else 0 */
+  uint64_t host_ptr; /* the address itself for host memory, else 0 */
+  uint64_t base;     /* the allocation (or registered host range) holding it; 0 if unknown */
+  uint64_t size;     /* its size in bytes; 0 if unknown */
+} xgpu_pointer_info_t;
 
 /* Memcpy directions: the values of cudaMemcpyKind. */
 enum {
@@ -95,6 +113,9 @@ int xgpu_host_register(void *ptr, uint64_t size, unsigned flags); /* pinned host
 int xgpu_host_unregister(void *ptr);
 /* type: a cudaMemoryType; dev: the device (-2 for unregistered host memory). */
 int xgpu_pointer_attributes(void *ptr, int *type, int *dev, uint64_t *dev_ptr, uint64_t *host_ptr);
+/* xgpu_pointer_info is xgpu_pointer_attributes with the allocation's range;
+ * pinned host memory reports dev (the caller's current device) as its device. */
+int xgpu_pointer_info(void *ptr, int dev, xgpu_pointer_info_t *info);
 
 /* Streams and events; stream 0 is the legacy stream of dev. */
 int xgpu_stream_create(int dev, unsigned flags, int priority, uint64_t *stream);
@@ -125,6 +146,41 @@ int xgpu_func_get_attributes(uint64_t kernel, int dev, xgpu_func_attributes_t *a
 int xgpu_func_set_attribute(uint64_t kernel, int dev, int attr, int value);
 int xgpu_func_name(uint64_t kernel, char **name); /* *name: the mangled name, valid for the process */
 int xgpu_symbol_address(void *host_var, int dev, uint64_t *addr, uint64_t *size);
+
+/* Modules and functions of the driver API (libcuda.so.1). Such a module is
+ * loaded on one device, at once; the image is copied during the call. It
+ * is a cubin (ELF), a fat binary container or NUL-terminated text (PTX, or
+ * a host-backend module image). Functions keep their module's device. */
+int xgpu_module_load(int dev, void *image, uint64_t *module);
+int xgpu_module_unload(uint64_t module);
+int xgpu_module_function(uint64_t module, char *name, uint64_t *fn);
+int xgpu_module_global(uint64_t module, char *name, uint64_t *addr, uint64_t *size);
+int xgpu_function_device(uint64_t fn, int *dev);
+/* Exactly one of args (one pointer per kernel parameter) and packed (the
+ * parameters already laid out, packed_size bytes: cuLaunchKernel's
+ * CU_LAUNCH_PARAM_BUFFER_POINTER) is used: args unless it is NULL. */
+int xgpu_function_launch(uint64_t fn, unsigned *grid, unsigned *block, uint64_t shared_mem, uint64_t stream,
+                         void **args, void *packed, uint64_t packed_size);
+int xgpu_function_get_attribute(uint64_t fn, int attr, int *value); /* attr: a CUfunction_attribute */
+int xgpu_function_set_attribute(uint64_t fn, int attr, int value);
+
+/* Thread and context state (plain C; see the top of this file). These
+ * functions never block and never open the sessions. */
+int xgpu_thread_device(void);     /* returns the thread's current device (0 in a new thread) */
+int xgpu_thread_use_device(void); /* returns it too, making its primary context current and active: what a
+                                     runtime call that uses the device does */
+int xgpu_thread_set_device(int dev); /* makes dev current (cudaSetDevice, cuCtxSetCurrent); dev is not
+                                        checked against the device count */
+int xgpu_thread_context(int *dev);   /* returns 1 and the device when the thread has a current context, else 0 */
+void xgpu_thread_clear_context(void); /* cuCtxSetCurrent(NULL) */
+int xgpu_primary_ctx_activate(int dev);   /* the runtime uses dev: its primary context is active for good */
+int xgpu_primary_ctx_retain(int dev);     /* cuDevicePrimaryCtxRetain */
+int xgpu_primary_ctx_release(int dev);    /* cudaErrorDeviceUninitialized (201) when not retained */
+int xgpu_primary_ctx_state(int dev, unsigned *flags, int *active);
+int xgpu_primary_ctx_set_flags(int dev, unsigned flags);
+/* xgpu_device_info is xgpu_device_info_get fetched once per device: *info
+ * stays valid, unchanged, for the life of the process. */
+int xgpu_device_info(int dev, xgpu_device_info_t **info);
 
 #ifdef __cplusplus
 }
