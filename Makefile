@@ -16,7 +16,7 @@ build: ## build bin/xgpu
 	@mkdir -p $(BIN)
 	CGO_ENABLED=1 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/xgpu ./cmd/xgpu
 
-shim: ## build bin/libxgpu.so and bin/libcudart.so.13, the CUDA runtime shim (docs/cuda-shim.md)
+shim: ## build bin/libxgpu.so, bin/libcudart.so.13 and bin/libcuda.so.1, the CUDA shim (docs/cuda-shim.md)
 	GO=$(GO) runtime/cudart/build.sh $(BIN)
 
 test: ## run every test that needs no GPU (race detector on, shuffled)

@@ -1,7 +1,10 @@
 """PyTorch smoke test for xgpu: element-wise tensor work on every device.
 
-Run natively and through xgpu's libcudart.so.13 (examples/pytorch/run.sh);
-the standard output must be the same. Exits non-zero on a wrong number.
+Run natively and through xgpu's libcudart.so.13 and libcuda.so.1
+(examples/pytorch/run.sh); the standard output must be the same. Exits
+non-zero on a wrong number. The last check uses a kernel PyTorch compiles at
+run time (the jiterator: NVRTC, then cuModuleLoadData and cuLaunchKernel
+through the driver API).
 """
 import os
 import sys
@@ -35,6 +38,17 @@ def main() -> int:
         ok = bool((b.cpu() == a.cpu()).all())
         bad += not ok
         print(f"copy cuda:0 -> cuda:{n - 1}: {'ok' if ok else 'WRONG'}")
+    for d in range(n):
+        dev = torch.device("cuda", d)
+        try:
+            x = torch.linspace(0, 20, 4096, device=dev)
+            j = torch.special.bessel_j0(x).cpu()   # a jiterator kernel
+            ok = bool(torch.allclose(j, torch.special.bessel_j0(x.cpu()), atol=1e-5))
+        except RuntimeError as e:
+            print(f"device {d}: bessel_j0 raised {e}", file=sys.stderr)
+            ok = False
+        bad += not ok
+        print(f"device {d}: bessel_j0 (run-time compiled kernel) {'ok' if ok else 'WRONG'}")
     print("PASS" if bad == 0 else "FAIL")
     return 1 if bad else 0
 

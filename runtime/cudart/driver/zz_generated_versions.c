@@ -24,6 +24,10 @@ const struct drv_versioned drv_versioned[] = {
     {"cuDeviceTotalMem_v2", 3020},
     {"cuEventDestroy_v2", 4000},
     {"cuEventElapsedTime_v2", 12080},
+    {"cuGLCtxCreate_v2", 3020},
+    {"cuGLGetDevices_v2", 6050},
+    {"cuGLMapBufferObjectAsync_v2", 3020},
+    {"cuGLMapBufferObject_v2", 3020},
     {"cuGetProcAddress_v2", 12000},
     {"cuGraphAddDependencies_v2", 12030},
     {"cuGraphAddKernelNode_v2", 12000},
@@ -108,6 +112,7 @@ const struct drv_versioned drv_versioned[] = {
     {"cuTexRefSetAddress2D_v2", 3020},
     {"cuTexRefSetAddress2D_v3", 4010},
     {"cuTexRefSetAddress_v2", 3020},
+    {"cuVDPAUCtxCreate_v2", 3020},
 };
 
-const int drv_nversioned = 103;
+const int drv_nversioned = 108;
