@@ -15,6 +15,6 @@ for pkg in $(grep -rl --include='*_test.go' '^//go:build.*cuda' . | xargs -n1 di
 done
 # The CUDA runtime shim, for examples/cuda/run.sh (BIN=dist/gpu).
 make -s shim
-cp bin/libxgpu.so bin/libcudart.so.13 "$out/"
+cp bin/libxgpu.so bin/libcudart.so.13 bin/libcuda.so.1 "$out/"
 tar -C dist -cJf dist/gpu.tar.xz gpu
 ls -la dist/gpu.tar.xz
