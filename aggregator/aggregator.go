@@ -16,6 +16,7 @@ import (
 
 	"github.com/xgpu/xgpu/internal/clock"
 	"github.com/xgpu/xgpu/internal/pb"
+	"github.com/xgpu/xgpu/internal/telemetry"
 )
 
 // sweepTimeout bounds one sweep's store calls.
@@ -117,7 +118,7 @@ func New(ctx context.Context, cfg Config) (*Aggregator, error) {
 	a.started = a.clk.Now()
 	a.ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
-	a.grpc = grpc.NewServer()
+	a.grpc = grpc.NewServer(telemetry.GRPCServerOptions()...)
 	a.Register(a.grpc)
 	a.health = health.NewServer()
 	a.health.SetServingStatus(pb.Aggregator_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)

@@ -16,6 +16,7 @@ import (
 	"github.com/xgpu/xgpu/devicemap"
 	"github.com/xgpu/xgpu/internal/clock"
 	"github.com/xgpu/xgpu/internal/pb"
+	"github.com/xgpu/xgpu/internal/telemetry"
 )
 
 // DefaultDialTimeout bounds Dial's first contact with the aggregator when
@@ -67,9 +68,10 @@ func Dial(ctx context.Context, addr string, opts ...DialOption) (*Client, error)
 	if addr == "" {
 		return nil, errorf(ErrInvalid, "dial: empty address")
 	}
-	conn, err := grpc.NewClient(addr,
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
+	}, telemetry.GRPCDialOptions()...)...)
 	if err != nil {
 		return nil, errorf(ErrInvalid, "dial %s: %v", addr, err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/xgpu/xgpu/devicemap"
 	"github.com/xgpu/xgpu/internal/pb"
+	"github.com/xgpu/xgpu/internal/telemetry/metrics"
 )
 
 // MaxLeaseDevices is the largest lease: its transaction carries one claim
@@ -443,15 +444,18 @@ func (a *Aggregator) sweep(ctx context.Context) error {
 		}
 	}
 	a.reapExpired(ctx, st, now)
+	live := 0
 	for _, id := range sortedKeys(st.leases) {
 		e := st.leases[id]
 		if e.rec.expired(now) {
 			continue
 		}
+		live++
 		if err := a.degrade(ctx, st, alive, e); err != nil && !errors.Is(err, ErrConflict) {
 			errs = append(errs, err)
 		}
 	}
+	metrics.Default().Leases().Set(float64(live))
 	a.dropOrphanClaims(ctx, st)
 	return errors.Join(errs...)
 }

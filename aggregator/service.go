@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/xgpu/xgpu/internal/pb"
+	"github.com/xgpu/xgpu/internal/telemetry/metrics"
 )
 
 // service implements pb.AggregatorServer over an Aggregator.
@@ -25,7 +26,9 @@ func (s *service) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Re
 }
 
 func (s *service) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
-	if err := s.a.heartbeat(ctx, req.GetServerId(), req.GetInstance()); err != nil {
+	err := s.a.heartbeat(ctx, req.GetServerId(), req.GetInstance())
+	metrics.Default().Heartbeat(err == nil)
+	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &pb.HeartbeatResponse{}, nil

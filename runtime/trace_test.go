@@ -9,6 +9,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/xgpu/xgpu/collective"
 	"github.com/xgpu/xgpu/internal/telemetry"
 	"github.com/xgpu/xgpu/internal/wire"
 )
@@ -237,5 +238,75 @@ func TestAsyncCallAllocsTracingOff(t *testing.T) {
 	}
 	if allocs >= 0.5 {
 		t.Fatalf("%v allocations per asynchronous call", allocs)
+	}
+}
+
+// TestCollectiveSpans: an all-reduce over devices of two servers is a
+// Collective call span per rank, each with its worker's span as the child;
+// the worker's span lasts until the operation ran and names it.
+func TestCollectiveSpans(t *testing.T) {
+	cl := newCluster(t, 2, 1)
+	exp := &memExporter{}
+	stop := traceTo(t, exp, telemetry.SamplerAlwaysOn, 0)
+	c := cl.open(t, cl.config())
+	comm, err := c.CommInit([]int{0, 1}, CommOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const count = 1024
+	bufs := make([]uint64, 2)
+	for r := range bufs {
+		if bufs[r], err = c.Malloc(r, count*4); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for r := range bufs {
+		if err := comm.AllReduce(r, bufs[r], bufs[r], count, collective.F32, collective.Sum, LegacyStream(r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for r := range bufs {
+		if err := c.StreamSynchronize(LegacyStream(r)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := comm.Destroy(); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+
+	clients := map[trace.SpanID]sdktrace.ReadOnlySpan{}
+	for _, s := range exp.Spans() {
+		if s.Name() == "Collective" && s.SpanKind() == trace.SpanKindClient {
+			clients[s.SpanContext().SpanID()] = s
+		}
+	}
+	if len(clients) != 2 {
+		t.Fatalf("%d Collective client spans, want one per rank", len(clients))
+	}
+	servers := 0
+	for _, s := range exp.Spans() {
+		if s.Name() != "Collective" || s.SpanKind() != trace.SpanKindServer {
+			continue
+		}
+		// Its operation's attributes are set, and it is exported, only when
+		// the executor ended it after running the job.
+		if _, ok := clients[s.Parent().SpanID()]; !ok {
+			t.Errorf("worker span %s is no child of a client span", s.SpanContext().SpanID())
+			continue
+		}
+		servers++
+		a := spanAttrs(s)
+		want := map[attribute.Key]string{
+			"xgpu.collective": "all-reduce", "xgpu.ranks": "2", telemetry.KeyBytes: "4096", telemetry.KeyResult: "cudaSuccess",
+		}
+		for k, v := range want {
+			if a[k] != v {
+				t.Errorf("worker span %s = %q, want %q", k, a[k], v)
+			}
+		}
+	}
+	if servers != 2 {
+		t.Fatalf("%d Collective worker spans, want 2", servers)
 	}
 }

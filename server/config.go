@@ -137,6 +137,12 @@ type Config struct {
 	// NoModuleCache turns the module cache off: every session uploads
 	// its images. Zero: the cache is on.
 	NoModuleCache bool
+
+	// Tracing is the tracing setup of the workers (the supervisor's own
+	// is the process's telemetry.Setup): the endpoint, sampler and ratio
+	// flags the server was given. Zero: the OTEL_* environment variables,
+	// which workers inherit, decide; with none set tracing is off.
+	Tracing worker.TracingConfig
 }
 
 // DefaultModuleCacheDir is the module cache of a Config that names none:
@@ -190,6 +196,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.WorkerTransport.Validate(); err != nil {
 		bad("WorkerTransport", "%v", err)
+	}
+	if _, err := c.Tracing.Telemetry(nil).Resolve(); err != nil {
+		bad("Tracing", "%v", err)
 	}
 	switch c.WorkerTLS.Mode {
 	case "", worker.TLSDev:

@@ -46,6 +46,13 @@
 // stops the worker, when the worker exits (its client left or vanished)
 // and on Shutdown or Close, which stop every worker.
 //
+// Its gRPC service and its calls to the aggregator are traced
+// (telemetry.GRPCServerOptions, GRPCDialOptions); Config.Tracing is the
+// tracing setup handed to every worker. Gather (a prometheus.Gatherer)
+// and MetricsHandler give the server's Prometheus metrics: its own, plus
+// those its worker processes report on their stdout, counters of exited
+// workers kept (see docs/observability.md).
+//
 // A Server is safe for concurrent use: Serve, Shutdown, Close, Inventory and
 // the gRPC handlers may run at the same time. Partition and the GPUSource
 // implementations of this package hold no state and are safe too.

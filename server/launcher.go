@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/xgpu/xgpu/server/backend"
@@ -145,24 +146,14 @@ func (l *ExecLauncher) Launch(ctx context.Context, cfg worker.Config) (WorkerHan
 		outR.Close()
 		return nil, fmt.Errorf("server: start worker %s: %w", cmd.Path, err)
 	}
-	h := &procHandle{cmd: cmd, stdin: inW, done: make(chan struct{})}
-	go func() {
-		h.err = cmd.Wait()
-		outR.Close()
-		close(h.done)
-	}()
-
-	// The config, then keep stdin open: its end tells the worker to stop.
-	if _, err := inW.Write(append(line, '\n')); err != nil {
-		h.kill()
-		return nil, fmt.Errorf("server: send config to worker: %w (%s)", err, tailOf(tail))
-	}
+	h := &procHandle{cmd: cmd, stdin: inW, done: make(chan struct{}), read: make(chan struct{})}
 	type result struct {
 		ready worker.Ready
 		err   error
 	}
 	got := make(chan result, 1) // buffered: the reader never waits on it
 	go func() {
+		defer close(h.read)
 		br := bufio.NewReader(outR)
 		s, err := br.ReadString('\n')
 		var r result
@@ -174,8 +165,29 @@ func (l *ExecLauncher) Launch(ctx context.Context, cfg worker.Config) (WorkerHan
 			r.err = fmt.Errorf("worker wrote an incomplete address line %q", strings.TrimSpace(s))
 		}
 		got <- r
-		_, _ = io.Copy(io.Discard, br) // until the worker exits
+		if r.err == nil {
+			h.readReports(br) // until the worker exits
+		}
+		_, _ = io.Copy(io.Discard, br)
 	}()
+	go func() {
+		h.err = cmd.Wait()
+		// The worker's last report is still in the pipe: read it, unless
+		// a process the worker started holds the pipe open.
+		select {
+		case <-h.read:
+		case <-time.After(reportGrace):
+		}
+		outR.Close()
+		<-h.read
+		close(h.done)
+	}()
+
+	// The config, then keep stdin open: its end tells the worker to stop.
+	if _, err := inW.Write(append(line, '\n')); err != nil {
+		h.kill()
+		return nil, fmt.Errorf("server: send config to worker: %w (%s)", err, tailOf(tail))
+	}
 	timeout := l.StartTimeout
 	if timeout <= 0 {
 		timeout = DefaultWorkerStartTimeout
@@ -211,8 +223,11 @@ type procHandle struct {
 	cmd   *exec.Cmd
 	stdin *os.File
 	ready worker.Ready
-	done  chan struct{} // closed after Wait returned
+	done  chan struct{} // closed after Wait returned and its stdout was read
+	read  chan struct{} // closed when the reader of its stdout returned
 	err   error         // Wait's result, valid after done
+
+	report atomic.Pointer[worker.Report] // the latest metrics report
 
 	stopOnce sync.Once
 }

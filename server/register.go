@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/xgpu/xgpu/internal/pb"
+	"github.com/xgpu/xgpu/internal/telemetry/metrics"
 )
 
 // registerLoop keeps the server registered with the aggregator until ctx
@@ -102,6 +103,9 @@ func (s *Server) heartbeat(ctx context.Context, log *slog.Logger, id string, int
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
 		_, err := s.agg.Heartbeat(cctx, req)
 		cancel()
+		if ctx.Err() == nil {
+			metrics.Default().Heartbeat(err == nil)
+		}
 		switch {
 		case ctx.Err() != nil:
 			return false

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/xgpu/xgpu/internal/pb"
+	"github.com/xgpu/xgpu/internal/telemetry"
 )
 
 var (
@@ -61,6 +63,7 @@ type Server struct {
 	backoffMin, backoffMax time.Duration
 
 	sessions *sessions // client sessions and their workers
+	workers  *workerMetrics
 
 	inv        atomic.Pointer[pb.Inventory] // immutable once stored
 	status     atomic.Int32                 // pb.HealthResponse_Status of the Server service
@@ -112,13 +115,14 @@ func New(cfg Config) (*Server, error) {
 		started:    time.Now(),
 		gpus:       gpus,
 		vgpus:      vgpus,
-		grpc:       grpc.NewServer(cfg.GRPCOptions...),
+		grpc:       grpc.NewServer(append(slices.Clip(cfg.GRPCOptions), telemetry.GRPCServerOptions()...)...),
+		workers:    newWorkerMetrics(),
 		health:     health.NewServer(),
 		backoffMin: defaultBackoffMin,
 		backoffMax: defaultBackoffMax,
 	}
 	if cfg.Aggregator != "" {
-		conn, err := grpc.NewClient(cfg.Aggregator, cfg.AggregatorDialOptions...)
+		conn, err := grpc.NewClient(cfg.Aggregator, append(slices.Clip(cfg.AggregatorDialOptions), telemetry.GRPCDialOptions()...)...)
 		if err != nil {
 			return nil, fmt.Errorf("server: aggregator %s: %w", cfg.Aggregator, err)
 		}

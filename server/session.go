@@ -155,6 +155,7 @@ func (s *Server) workerConfig(id, token string, devs []worker.DeviceConfig) work
 		ListenHost: s.cfg.WorkerListenHost,
 		TLS:        s.cfg.WorkerTLS,
 		Transport:  s.cfg.WorkerTransport,
+		Tracing:    s.cfg.Tracing,
 
 		ModuleCacheDir: s.cfg.ModuleCacheDir,
 	}
@@ -220,6 +221,7 @@ func (v *service) OpenSession(ctx context.Context, req *pb.OpenSessionRequest) (
 	t.byID[id] = sess
 	t.reaped.Add(1)
 	t.mu.Unlock()
+	s.workers.add(h)
 	go t.reap(sess)
 
 	s.log.Info("server: session opened", "session", id, "lease", sess.leaseID, "client", sess.client,
@@ -237,6 +239,7 @@ func (v *service) OpenSession(ctx context.Context, req *pb.OpenSessionRequest) (
 func (t *sessions) reap(sess *session) {
 	defer t.reaped.Done()
 	<-sess.worker.Done()
+	t.srv.workers.retire(sess.worker)
 	t.mu.Lock()
 	delete(t.byID, sess.id)
 	t.releaseLocked(sess.id, sess.vgpus)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xgpu/xgpu/aggregator"
+	"github.com/xgpu/xgpu/internal/telemetry/metrics"
 )
 
 func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -23,6 +24,7 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer)
 	ttl := fs.Duration("lease-ttl", aggregator.DefaultLeaseTTL, "TTL of a lease whose request names none")
 	maxTTL := fs.Duration("max-lease-ttl", aggregator.DefaultMaxLeaseTTL, "longest TTL a lease may ask for")
 	addrFile := fs.String("addr-file", "", "write the listening address to this file once serving")
+	tf := addTelemetryFlags(fs, true)
 	newLogger := logFlags(fs, stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -32,6 +34,11 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return errUsage
 	}
 	log := newLogger()
+	stopTracing, err := tf.startTracing(ctx, "aggregator", log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	cfg := aggregator.Config{
 		DataDir: *dataDir, EtcdTimeout: *etcdTimeout, HeartbeatInterval: *hbInterval, HeartbeatTimeout: *hbTimeout,
 		DefaultLeaseTTL: *ttl, MaxLeaseTTL: *maxTTL, Logger: log,
@@ -55,6 +62,13 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer)
 		lis.Close()
 		return err
 	}
+	stopMetrics, err := serveMetrics(tf.metricsAddr, metrics.Handler(), log)
+	if err != nil {
+		lis.Close()
+		a.Close()
+		return err
+	}
+	defer stopMetrics()
 	errc := make(chan error, 1) // buffered: Serve's result is read at most once
 	go func() { errc <- a.Serve(lis) }()
 	store := "embedded etcd in " + *dataDir

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,6 +23,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	nvlinks := fs.Int("nvlinks", 18, "NVLink links reported between the GPUs of one host (0: PCIe only)")
 	logDir := fs.String("log-dir", "", "directory for the processes' logs (default: a temporary directory, kept)")
 	once := fs.Bool("once", false, "stop after showing the pool instead of running until interrupted")
+	withJaeger := fs.Bool("jaeger", false, "also start Jaeger (built by hack/jaeger.sh, or $"+envJaegerBin+"), trace every "+
+		"process into it at full sampling, and run a small traced workload whose trace id is printed")
+	tf := addTelemetryFlags(fs, false)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -30,6 +34,16 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("--hosts %d out of range 1..256", *hosts)
 	case *gpus < 1 || *gpus > 64:
 		return fmt.Errorf("--gpus-per-host %d out of range 1..64", *gpus)
+	case *withJaeger && *hosts**gpus < 2:
+		return errors.New("--jaeger needs at least two devices (--hosts, --gpus-per-host)")
+	}
+	jaegerBin := ""
+	if *withJaeger {
+		bin, err := jaegerBinary()
+		if err != nil {
+			return err
+		}
+		jaegerBin = bin
 	}
 	dir := *logDir
 	if dir == "" {
@@ -51,13 +65,32 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}()
 	logFile := func(name string) (*os.File, error) { return os.Create(filepath.Join(dir, name+".log")) }
 
+	var jg *jaeger
+	if *withJaeger {
+		j, err := startJaeger(ctx, jaegerBin, dir)
+		if err != nil {
+			return err
+		}
+		children = append(children, j.child)
+		jg = j
+		tf.endpoint, tf.sampler, tf.ratio = j.otlpHTTP, "always_on", 0
+		fmt.Fprintf(stdout, "jaeger: %s (OTLP %s)\n", j.queryURL, j.otlpHTTP)
+	}
+	// This process's spans: the traced workload's client and the
+	// aggregator client's gRPC calls.
+	stopTracing, err := tf.startTracing(ctx, "client", slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+
 	alog, err := logFile("aggregator")
 	if err != nil {
 		return err
 	}
 	defer alog.Close()
-	agg, aggAddr, err := startChild(ctx, "aggregator", dir, alog, "aggregator", "--listen", "127.0.0.1:0",
-		"--data-dir", filepath.Join(dir, "etcd"))
+	agg, aggAddr, err := startChild(ctx, "aggregator", dir, alog, append([]string{"aggregator", "--listen", "127.0.0.1:0",
+		"--data-dir", filepath.Join(dir, "etcd")}, tf.args()...)...)
 	if err != nil {
 		return err
 	}
@@ -71,9 +104,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		defer f.Close()
-		c, addr, err := startChild(ctx, name, dir, f, "server", "--backend", "host", "--host", name, "--id", name,
+		c, addr, err := startChild(ctx, name, dir, f, append([]string{"server", "--backend", "host", "--host", name, "--id", name,
 			"--listen", "127.0.0.1:0", "--aggregator", aggAddr, "--devices", strconv.Itoa(*gpus),
-			"--memory", strconv.FormatUint(uint64(memory), 10), "--nvlinks", strconv.Itoa(*nvlinks))
+			"--memory", strconv.FormatUint(uint64(memory), 10), "--nvlinks", strconv.Itoa(*nvlinks)}, tf.args()...)...)
 		if err != nil {
 			return err
 		}
@@ -106,6 +139,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("release the demo lease: %w", err)
 	}
 	fmt.Fprintf(stdout, "\nreleased lease %s\n", lease.ID)
+	if jg != nil {
+		if err := showTrace(ctx, jg, client, aggAddr, stopTracing, stdout); err != nil {
+			return err
+		}
+	}
 	if *once {
 		return nil
 	}

@@ -37,6 +37,8 @@ func commands() []command {
 		{"leases", "list the pool's leases", runLeases},
 		{"topo", "show the link matrix of a lease or of the whole pool", runTopo},
 		{"demo", "start a loopback cluster on the host backend", runDemo},
+		{"bench", "measure xgpu against baselines of the same run", runBench},
+		{"bench-peer", "", runBenchPeer},
 		{"version", "print the version", runVersion},
 		{"worker", "", runWorker},
 	}

@@ -59,6 +59,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Var(&vgpuMem, "vgpu-memory", "memory of each vGPU (default: an even share of its GPU)")
 	hb := fs.Duration("heartbeat-interval", 0, "heartbeat interval (default: what the aggregator asks for)")
 	addrFile := fs.String("addr-file", "", "write the listening address to this file once serving")
+	tf := addTelemetryFlags(fs, true)
 	newLogger := logFlags(fs, stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -68,11 +69,16 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return errUsage
 	}
 	log := newLogger()
+	stopTracing, err := tf.startTracing(ctx, "server", log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 
 	cfg := server.Config{
 		ID: *id, Host: *hostName, Advertise: *advertise, Aggregator: *agg,
 		VGPUsPerGPU: *perGPU, VGPUMemory: uint64(vgpuMem), HeartbeatInterval: *hb,
-		Logger: log, Version: version,
+		Logger: log, Version: version, Tracing: tf.workers(),
 	}
 	switch *backendName {
 	case "host":
@@ -118,6 +124,13 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		srv.Close()
 		return fmt.Errorf("listen: %w", err)
 	}
+	stopMetrics, err := serveMetrics(tf.metricsAddr, srv.MetricsHandler(), log)
+	if err != nil {
+		lis.Close()
+		srv.Close()
+		return err
+	}
+	defer stopMetrics()
 	errc := make(chan error, 1) // buffered: Serve's result is read at most once
 	go func() { errc <- srv.Serve(lis) }()
 	inv := srv.Inventory()

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/xgpu/xgpu/collective"
@@ -400,6 +401,7 @@ type collJob struct {
 	recvBytes  uint64
 	reached    chan struct{} // closed by the host function when the stream gets there
 	finished   chan struct{} // closed by the executor; releases the stream
+	span       trace.Span    // the Collective call's span, ended when the job ran; nil untraced
 }
 
 // hold is the job's host function: it holds the stream until the
@@ -525,6 +527,7 @@ func (ex *rankExec) loop() {
 	for _, j := range rest {
 		// Never run: the stream passes their host functions at once.
 		ex.cs.w.deferErr(cudaerr.DevicesUnavailable)
+		endSpan(j.span, cudaerr.DevicesUnavailable)
 		close(j.finished)
 	}
 	aborted := ex.ctx.Err() != nil
@@ -549,12 +552,16 @@ func (ex *rankExec) run(j *collJob) {
 	case <-ex.ctx.Done():
 		// Aborted before the stream got there: the operation fails.
 		ex.cs.w.deferErr(collStatus(context.Cause(ex.ctx)))
+		endSpan(j.span, collStatus(context.Cause(ex.ctx)))
 		return
 	}
-	if err := ex.exec(j); err != nil {
+	err := ex.exec(j)
+	if err != nil {
 		ex.cs.w.log.Debug("worker: collective failed", "comm", ex.cs.id, "rank", ex.rank, "op", j.kind, "err", err)
-		ex.cs.w.deferErr(collStatus(err))
+		err = collStatus(err)
+		ex.cs.w.deferErr(err)
 	}
+	endSpan(j.span, err)
 }
 
 // exec runs one operation: the send buffer is staged into host memory,
@@ -662,7 +669,13 @@ func (c *conn) collective(r req, call *calls.Call) {
 	if err == nil && j != nil {
 		err = ex.d.dev.LaunchHostFunc(backend.Stream(call.Stream), j.hold)
 		if err == nil {
-			err = ex.enqueue(j)
+			// The call's span lasts until the job ran.
+			j.span = collSpan(r.span, j, ex.rank, cs.size)
+			if err = ex.enqueue(j); err == nil {
+				r.span = nil
+			} else {
+				j.span = nil
+			}
 		}
 	}
 	if err != nil {

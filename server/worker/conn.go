@@ -161,7 +161,7 @@ func (c *conn) linger(stop <-chan struct{}) {
 // reader reports. It ends r's span and counts a failure.
 func (c *conn) reply(r req, status int32, v1, v2 uint64, data []byte, flush bool) {
 	c.writeReply(r, status, v1, v2, data, flush)
-	if status != 0 {
+	if status != 0 && status != int32(cudaerr.NotReady) { // NotReady answers a query; it is no failure
 		c.w.m.CallError(r.op)
 	}
 	if r.span != nil {

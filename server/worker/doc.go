@@ -81,6 +81,18 @@
 // asynchronous one; a lost or failed rank aborts the communicator on
 // every worker (OpCommPeerDown). See docs/collectives.md.
 //
+// # Tracing and metrics
+//
+// A call whose frame carries a trace context (wire.FlagTrace) is a server
+// span, the child of the client's span, while the process traces; Run
+// sets tracing up from Config.Tracing and the OTEL_* environment, and
+// flushes it when the session ends. A cross-server peer copy is a PeerSend
+// span on the source worker holding a PeerWrite client span, whose context
+// the destination's PeerWrite span continues. Workers count calls, bytes,
+// memory and queue depth into metrics.Default(); a worker process run by
+// Run reports them to its supervisor as Report lines on stdout after the
+// Ready line (see docs/observability.md).
+//
 // # Concurrency
 //
 // New, Serve, Close, Stats and the accessors are safe for concurrent use.

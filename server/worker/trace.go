@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/xgpu/xgpu/internal/calls"
@@ -72,3 +73,29 @@ func callBytes(op wire.Op, c *calls.Call) int64 {
 	}
 	return int64(len(c.Data))
 }
+
+// collSpan returns span, the Collective call's server span, with the
+// operation's attributes: it then lasts until the executor ran the job.
+// nil stays nil.
+func collSpan(span trace.Span, j *collJob, rank, ranks int) trace.Span {
+	if span != nil && span.IsRecording() {
+		span.SetAttributes(
+			keyCollective.String(j.kind.String()),
+			keyRank.Int(rank),
+			keyRanks.Int(ranks),
+			telemetry.KeyBytes.Int64(int64(max(j.sendBytes, j.recvBytes))),
+		)
+	}
+	return span
+}
+
+// Attributes of a Collective call's span, besides the call attributes.
+const (
+	// keyCollective is the operation, as calls.CollKind names it.
+	// (calls.CollKind's name).
+	keyCollective = attribute.Key("xgpu.collective")
+	// keyRank is the device's rank in its communicator.
+	keyRank = attribute.Key("xgpu.rank")
+	// keyRanks is the communicator's size.
+	keyRanks = attribute.Key("xgpu.ranks")
+)
