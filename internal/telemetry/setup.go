@@ -30,6 +30,11 @@ var ErrAlreadySetUp = errors.New("telemetry: tracing already set up")
 type active struct {
 	tp     *sdktrace.TracerProvider
 	tracer trace.Tracer
+	// rootRatio, when in (0, 1), is the fraction of root calls StartCall
+	// samples itself before the SDK sees them (parentbased_traceidratio):
+	// an unsampled root call then costs a random draw, not an SDK span.
+	// 0 means the SDK's sampler decides every call.
+	rootRatio float64
 }
 
 var (
@@ -115,6 +120,9 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 	)
 	logger.Store(cfg.Logger) // nil: slog.Default()
 	a := &active{tp: tp, tracer: tp.Tracer(ScopeName)}
+	if s.Sampler == SamplerParentBasedTraceIDRatio && s.Ratio > 0 && s.Ratio < 1 {
+		a.rootRatio = s.Ratio
+	}
 	cur.Store(a)
 
 	var once sync.Once
@@ -226,6 +234,24 @@ func newSampler(s Settings) sdktrace.Sampler {
 	case SamplerParentBasedAlwaysOff:
 		return sdktrace.ParentBased(sdktrace.NeverSample())
 	default:
-		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(s.Ratio))
+		return sdktrace.ParentBased(presampled{sdktrace.TraceIDRatioBased(s.Ratio)})
 	}
 }
+
+// presampledKey marks a context whose root call StartCall has already
+// sampled with the configured ratio.
+type presampledKey struct{}
+
+// presampled is a root sampler that records what StartCall decided, and
+// leaves every other root span (gRPC, internal spans) to next.
+type presampled struct{ next sdktrace.Sampler }
+
+func (p presampled) ShouldSample(sp sdktrace.SamplingParameters) sdktrace.SamplingResult {
+	if sp.ParentContext != nil && sp.ParentContext.Value(presampledKey{}) != nil {
+		return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample,
+			Tracestate: trace.SpanContextFromContext(sp.ParentContext).TraceState()}
+	}
+	return p.next.ShouldSample(sp)
+}
+
+func (p presampled) Description() string { return "Presampled{" + p.next.Description() + "}" }

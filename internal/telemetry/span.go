@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"math/rand/v2"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -59,6 +60,14 @@ func Enabled() bool { return cur.Load() != nil }
 // EndStatus; put ToWire(ctx) of the returned ctx into the call's frame.
 func StartCall(ctx context.Context, api string, dev int, host string, bytes int64, stream uint64) (context.Context, trace.Span) {
 	if a := cur.Load(); a != nil {
+		if a.rootRatio > 0 && !trace.SpanContextFromContext(ctx).IsValid() {
+			// A root call: sample it here, with the configured ratio, so
+			// that the unsampled ones cost no SDK span.
+			if rand.Float64() >= a.rootRatio {
+				return ctx, offSpan
+			}
+			ctx = context.WithValue(ctx, presampledKey{}, true)
+		}
 		return a.startCall(ctx, clientKind, api, dev, host, bytes, stream)
 	}
 	return ctx, offSpan

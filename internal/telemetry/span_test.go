@@ -351,10 +351,12 @@ func TestRatioSampler(t *testing.T) {
 			exp, stop := startMem(t, tt.cfg)
 			for range 4000 {
 				ctx, s := StartCall(context.Background(), "Ping", 0, "", 0, 0)
-				// Unsampled calls still pass a context on, so the worker
-				// follows the decision.
-				if _, ok := ToWire(ctx); !ok {
-					t.Fatal("ToWire reported no context while tracing is on")
+				// The frame carries a sampled context exactly when the call
+				// is sampled, so the worker follows the decision (a root
+				// call the ratio skips carries none, and gets no span).
+				tc, ok := ToWire(ctx)
+				if s.SpanContext().IsSampled() != (ok && tc.Flags&1 != 0) {
+					t.Fatalf("span sampled %v, but ToWire gives %+v, %v", s.SpanContext().IsSampled(), tc, ok)
 				}
 				End(s, nil)
 			}
