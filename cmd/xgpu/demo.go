@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/xgpu/xgpu/aggregator"
+	"github.com/xgpu/xgpu/internal/telemetry/jaegerbin"
 )
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -23,7 +24,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	nvlinks := fs.Int("nvlinks", 18, "NVLink links reported between the GPUs of one host (0: PCIe only)")
 	logDir := fs.String("log-dir", "", "directory for the processes' logs (default: a temporary directory, kept)")
 	once := fs.Bool("once", false, "stop after showing the pool instead of running until interrupted")
-	withJaeger := fs.Bool("jaeger", false, "also start Jaeger (built by hack/jaeger.sh, or $"+envJaegerBin+"), trace every "+
+	withJaeger := fs.Bool("jaeger", false, "also start Jaeger (built by hack/jaeger.sh, or $"+jaegerbin.EnvBin+"), trace every "+
 		"process into it at full sampling, and run a small traced workload whose trace id is printed")
 	tf := addTelemetryFlags(fs, false)
 	if err := parseFlags(fs, args); err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/xgpu/xgpu/aggregator"
 	"github.com/xgpu/xgpu/internal/telemetry"
+	"github.com/xgpu/xgpu/internal/telemetry/jaegerbin"
 	"github.com/xgpu/xgpu/runtime"
 )
 
@@ -28,107 +29,19 @@ import (
 // to it at full sampling, and a small traced workload whose trace id the
 // demo prints.
 
-// Where the demo looks for the Jaeger binary that hack/jaeger.sh builds.
-const (
-	envJaegerBin = "XGPU_JAEGER_BIN" // the binary; when set, nothing else is tried
-	envCache     = "XGPU_CACHE"      // the cache hack/jaeger.sh builds into (bin/jaeger)
-)
-
 // jaegerQueryPort is the query port a newcomer expects; a free port is
 // taken when it is in use.
 const jaegerQueryPort = 16686
 
-// jaegerBinary finds the Jaeger binary: $XGPU_JAEGER_BIN, else
-// bin/jaeger under $XGPU_CACHE, else .cache/bin/jaeger in the xgpu
-// checkout that holds the working directory.
+// jaegerBinary finds the Jaeger binary that hack/jaeger.sh builds (see
+// jaegerbin.Find for where it looks).
 func jaegerBinary() (string, error) {
-	if p := os.Getenv(envJaegerBin); p != "" {
-		if err := isExecutable(p); err != nil {
-			return "", fmt.Errorf("%s=%s: %w", envJaegerBin, p, err)
-		}
-		return p, nil
+	p, tried, err := jaegerbin.Find()
+	if err != nil && len(tried) > 0 {
+		return "", fmt.Errorf("%w (tried %s)", err, strings.Join(tried, ", "))
 	}
-	var tried []string
-	if c := os.Getenv(envCache); c != "" {
-		tried = append(tried, filepath.Join(c, "bin", "jaeger"))
-	}
-	if dir, err := os.Getwd(); err == nil {
-		for {
-			if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.HasPrefix(b, []byte("module github.com/xgpu/xgpu\n")) {
-				tried = append(tried, filepath.Join(dir, ".cache", "bin", "jaeger"))
-				break
-			}
-			parent := filepath.Dir(dir)
-			if parent == dir {
-				break
-			}
-			dir = parent
-		}
-	}
-	for _, p := range tried {
-		if isExecutable(p) == nil {
-			return p, nil
-		}
-	}
-	where := "no cache found"
-	if len(tried) > 0 {
-		where = "tried " + strings.Join(tried, ", ")
-	}
-	return "", fmt.Errorf("no Jaeger binary (%s): run hack/jaeger.sh in the xgpu checkout to build one "+
-		"(into .cache/bin/jaeger), or set %s to a Jaeger v2 binary", where, envJaegerBin)
+	return p, err
 }
-
-func isExecutable(p string) error {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return errors.New("not an executable file")
-	}
-	return nil
-}
-
-// jaegerConfig is Jaeger's configuration: OTLP receivers into a memory
-// store that the query service reads, on loopback ports, without Jaeger's
-// own telemetry. Arguments: query HTTP, query gRPC, OTLP gRPC, OTLP HTTP
-// ports.
-const jaegerConfig = `service:
-  extensions: [jaeger_storage, jaeger_query]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [jaeger_storage_exporter]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      level: warn
-extensions:
-  jaeger_query:
-    enable_tracing: false
-    storage:
-      traces: mem
-    http:
-      endpoint: 127.0.0.1:%d
-    grpc:
-      endpoint: 127.0.0.1:%d
-  jaeger_storage:
-    backends:
-      mem:
-        memory:
-          max_traces: 100000
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:%d
-      http:
-        endpoint: 127.0.0.1:%d
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: mem
-`
 
 // jaeger is the demo's Jaeger.
 type jaeger struct {
@@ -146,7 +59,7 @@ func startJaeger(ctx context.Context, bin, dir string) (*jaeger, error) {
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, "jaeger.yaml")
-	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, jaegerConfig, ports[0], ports[1], ports[2], ports[3]), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, jaegerbin.Config(ports[0], ports[1], ports[2], ports[3]), 0o644); err != nil {
 		return nil, err
 	}
 	logf, err := os.Create(filepath.Join(dir, "jaeger.log"))

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"github.com/xgpu/xgpu/internal/telemetry/jaegerbin"
 	"io"
 	"slices"
 	"strings"
@@ -76,10 +77,10 @@ func TestBadTraceFlagFailsTheCommand(t *testing.T) {
 }
 
 func TestDemoJaegerWithoutBinary(t *testing.T) {
-	t.Setenv(envJaegerBin, "/nonexistent/jaeger")
+	t.Setenv(jaegerbin.EnvBin, "/nonexistent/jaeger")
 	var stderr bytes.Buffer
 	code := run([]string{"demo", "--jaeger", "--hosts", "1"}, io.Discard, &stderr)
-	if code != 1 || !strings.Contains(stderr.String(), envJaegerBin) {
+	if code != 1 || !strings.Contains(stderr.String(), jaegerbin.EnvBin) {
 		t.Fatalf("exit %d, stderr %q", code, stderr.String())
 	}
 }

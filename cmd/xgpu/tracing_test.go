@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/xgpu/xgpu/internal/telemetry/jaegerbin"
 	"os"
 	"os/exec"
 	"regexp"
@@ -247,7 +248,7 @@ func TestDemoJaeger(t *testing.T) {
 	}
 	cmd := exec.Command(xgpuBin, "demo", "--jaeger", "--once", "--hosts", "2", "--gpus-per-host", "1",
 		"--memory", "256MiB", "--log-dir", t.TempDir())
-	cmd.Env = append(os.Environ(), envJaegerBin+"="+bin)
+	cmd.Env = append(os.Environ(), jaegerbin.EnvBin+"="+bin)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/xgpu/xgpu/internal/telemetry/jaegerbin"
 	"io"
 	"net"
 	"net/http"
@@ -19,18 +20,13 @@ import (
 	"time"
 )
 
-// Where Start looks for the Jaeger binary.
+// Where Start looks for the Jaeger binary (see jaegerbin.Find).
 const (
-	// EnvBin names the Jaeger binary to run; when it is set, nothing else
-	// is tried.
-	EnvBin = "XGPU_JAEGER_BIN"
-	// EnvCache is the cache directory hack/jaeger.sh builds into
-	// (bin/jaeger under it). Zero: .cache in the module root.
-	EnvCache = "XGPU_CACHE"
+	EnvBin   = jaegerbin.EnvBin
+	EnvCache = jaegerbin.EnvCache
 )
 
 const (
-	module        = "module github.com/xgpu/xgpu\n"
 	startAttempts = 3                // a port taken between picking it and Jaeger's bind costs one attempt
 	readyTimeout  = 60 * time.Second // Jaeger starts in about a second; CI machines are slow
 	stopTimeout   = 10 * time.Second // from SIGTERM to SIGKILL
@@ -44,59 +40,11 @@ const (
 // xgpu module that holds the working directory. The error says why none
 // is usable.
 func Binary() (string, error) {
-	if p := os.Getenv(EnvBin); p != "" {
-		if err := executable(p); err != nil {
-			return "", fmt.Errorf("jaegertest: %s=%s: %w", EnvBin, p, err)
-		}
-		return p, nil
-	}
-	var tried []string
-	if c := os.Getenv(EnvCache); c != "" {
-		p := filepath.Join(c, "bin", "jaeger")
-		if executable(p) == nil {
-			return p, nil
-		}
-		tried = append(tried, p)
-	}
-	if root, err := moduleRoot(); err == nil {
-		p := filepath.Join(root, ".cache", "bin", "jaeger")
-		if executable(p) == nil {
-			return p, nil
-		}
-		tried = append(tried, p)
-	}
-	return "", fmt.Errorf("jaegertest: no Jaeger binary (tried %s; set %s or run hack/jaeger.sh)",
-		strings.Join(tried, ", "), EnvBin)
-}
-
-func executable(p string) error {
-	fi, err := os.Stat(p)
+	p, _, err := jaegerbin.Find()
 	if err != nil {
-		return err
+		return "", fmt.Errorf("jaegertest: %w", err)
 	}
-	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return errors.New("not an executable file")
-	}
-	return nil
-}
-
-// moduleRoot returns the directory of the xgpu go.mod at or above the
-// working directory.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.HasPrefix(b, []byte(module)) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("jaegertest: not inside the xgpu module")
-		}
-		dir = parent
-	}
+	return p, nil
 }
 
 // Jaeger is a running Jaeger all-in-one process with in-memory storage.
@@ -118,46 +66,6 @@ type Jaeger struct {
 	exited chan struct{} // closed when the process has been waited for
 	client *http.Client
 }
-
-// config is Jaeger's configuration: OTLP receivers into a memory store that
-// the query service reads, on the given loopback ports, without Jaeger's
-// own telemetry (no metrics port, no self-tracing).
-const config = `service:
-  extensions: [jaeger_storage, jaeger_query]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [jaeger_storage_exporter]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      level: warn
-extensions:
-  jaeger_query:
-    enable_tracing: false
-    storage:
-      traces: mem
-    http:
-      endpoint: 127.0.0.1:%d
-    grpc:
-      endpoint: 127.0.0.1:%d
-  jaeger_storage:
-    backends:
-      mem:
-        memory:
-          max_traces: 100000
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:%d
-      http:
-        endpoint: 127.0.0.1:%d
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: mem
-`
 
 // Start runs Jaeger for the rest of t and returns once it accepts spans and
 // queries; t's cleanup stops it (and, if t failed, logs the tail of its
@@ -201,7 +109,7 @@ func start(bin, dir string, attempt int) (*Jaeger, error) {
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, fmt.Sprintf("config-%d.yaml", attempt))
-	if err := os.WriteFile(cfgPath, fmt.Appendf(nil, config, ports[0], ports[1], ports[2], ports[3]), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, jaegerbin.Config(ports[0], ports[1], ports[2], ports[3]), 0o600); err != nil {
 		return nil, err
 	}
 	logPath := filepath.Join(dir, fmt.Sprintf("jaeger-%d.log", attempt))
