@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strings"
-	"time"
 
 	"github.com/xgpu/xgpu/aggregator"
 	"github.com/xgpu/xgpu/internal/telemetry/metrics"
@@ -69,38 +67,15 @@ func runAggregator(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	defer stopMetrics()
-	errc := make(chan error, 1) // buffered: Serve's result is read at most once
-	go func() { errc <- a.Serve(lis) }()
-	store := "embedded etcd in " + *dataDir
-	switch {
-	case len(cfg.EtcdEndpoints) > 0:
-		store = "etcd " + strings.Join(cfg.EtcdEndpoints, ",")
-	case *dataDir == "":
-		store = "embedded etcd in a temporary directory (state is lost at exit; set --data-dir)"
-	}
-	log.Info("aggregator ready", "listen", lis.Addr().String(), "store", store)
-	if err := writeAddrFile(*addrFile, lis.Addr().String()); err != nil {
-		a.Close()
-		return err
-	}
-	select {
-	case err := <-errc:
-		a.Close()
-		if errors.Is(err, aggregator.ErrServerClosed) {
-			return nil
+	return serveUntilDone(ctx, a, lis, aggregator.ErrServerClosed, log, func() error {
+		store := "embedded etcd in " + *dataDir
+		switch {
+		case len(cfg.EtcdEndpoints) > 0:
+			store = "etcd " + strings.Join(cfg.EtcdEndpoints, ",")
+		case *dataDir == "":
+			store = "embedded etcd in a temporary directory (state is lost at exit; set --data-dir)"
 		}
-		return err
-	case <-ctx.Done():
-	}
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.Shutdown(sctx); err != nil {
-		a.Close()
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, aggregator.ErrServerClosed) {
-		return err
-	}
-	return nil
+		log.Info("aggregator ready", "listen", lis.Addr().String(), "store", store)
+		return writeAddrFile(*addrFile, lis.Addr().String())
+	})
 }

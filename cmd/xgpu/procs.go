@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,4 +121,47 @@ func writeAddrFile(path, addr string) error {
 		return fmt.Errorf("write address file: %w", err)
 	}
 	return os.Rename(tmp, path)
+}
+
+// service is what `xgpu server` and `xgpu aggregator` run: Serve until
+// Shutdown or Close, then ErrServerClosed.
+type service interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+}
+
+// shutdownGrace bounds a graceful shutdown after SIGINT or SIGTERM.
+const shutdownGrace = 10 * time.Second
+
+// serveUntilDone serves svc on lis, calls ready once it is serving, and
+// returns when Serve fails or ctx ends, after a graceful shutdown of at
+// most shutdownGrace. closed is svc's ErrServerClosed, which is no error.
+func serveUntilDone(ctx context.Context, svc service, lis net.Listener, closed error, log *slog.Logger, ready func() error) error {
+	errc := make(chan error, 1) // buffered: Serve's result is read at most once
+	go func() { errc <- svc.Serve(lis) }()
+	if err := ready(); err != nil {
+		svc.Close()
+		return err
+	}
+	select {
+	case err := <-errc:
+		svc.Close()
+		if errors.Is(err, closed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := svc.Shutdown(sctx); err != nil {
+		svc.Close()
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, closed) {
+		return err
+	}
+	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"time"
 
 	"github.com/xgpu/xgpu/server"
 	"github.com/xgpu/xgpu/server/backend"
@@ -131,31 +130,10 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer stopMetrics()
-	errc := make(chan error, 1) // buffered: Serve's result is read at most once
-	go func() { errc <- srv.Serve(lis) }()
-	inv := srv.Inventory()
-	log.Info("server ready", "id", inv.GetServerId(), "listen", lis.Addr().String(), "advertise", inv.GetAddress(),
-		"backend", cfg.Backend, "gpus", len(inv.GetGpus()), "vgpus", len(inv.GetVgpus()), "aggregator", *agg)
-	if err := writeAddrFile(*addrFile, lis.Addr().String()); err != nil {
-		srv.Close()
-		return err
-	}
-	select {
-	case err := <-errc:
-		if errors.Is(err, server.ErrServerClosed) {
-			return nil
-		}
-		return err
-	case <-ctx.Done():
-	}
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, server.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return serveUntilDone(ctx, srv, lis, server.ErrServerClosed, log, func() error {
+		inv := srv.Inventory()
+		log.Info("server ready", "id", inv.GetServerId(), "listen", lis.Addr().String(), "advertise", inv.GetAddress(),
+			"backend", cfg.Backend, "gpus", len(inv.GetGpus()), "vgpus", len(inv.GetVgpus()), "aggregator", *agg)
+		return writeAddrFile(*addrFile, lis.Addr().String())
+	})
 }
