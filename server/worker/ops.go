@@ -226,32 +226,18 @@ func (c *conn) memset(r req, call *calls.Call) {
 // buffer; the stream waits for a bulk payload through a host function, so
 // the reader never blocks on the network.
 func (c *conn) memcpyHtoD(r req, call *calls.Call) {
-	d := c.devOf(call.Dev)
 	n, s := call.N, backend.Stream(call.Stream)
-	inline := len(call.Data) > 0 || n == 0
-	fail := func(err error) {
-		if !inline {
-			c.refuseBulk(call.Aux)
-		}
-		c.done(r, err, 0, 0)
+	d, inline, ok := c.checkWrite(r, call)
+	if !ok {
+		return
 	}
-	switch {
-	case d == nil:
-		fail(cudaerr.InvalidDevice)
-		return
-	case inline && uint64(len(call.Data)) != n:
-		fail(cudaerr.InvalidValue)
-		return
-	case n == 0:
+	if n == 0 {
 		c.done(r, d.dev.MemcpyHtoDAsync(backend.DevicePtr(call.Dst), nil, s), 0, 0)
-		return
-	case !owns(d, call.Dst, n):
-		fail(cudaerr.InvalidValue)
 		return
 	}
 	o, err := c.w.getOp(n)
 	if err != nil {
-		fail(err)
+		c.failWrite(r, call, inline, err)
 		return
 	}
 	o.queue(d)
@@ -273,7 +259,7 @@ func (c *conn) memcpyHtoD(r req, call *calls.Call) {
 	}
 	if err := d.dev.LaunchHostFunc(s, o.awaitFn); err != nil {
 		o.release()
-		fail(err)
+		c.failWrite(r, call, inline, err)
 		return
 	}
 	id, pc, ready := call.Aux, c.pc, o.ready
@@ -281,6 +267,36 @@ func (c *conn) memcpyHtoD(r req, call *calls.Call) {
 	err = d.dev.MemcpyHtoDAsync(backend.DevicePtr(call.Dst), payload, s)
 	if d.dev.LaunchHostFunc(s, o.releaseFn) != nil {
 		o.drop()
+	}
+	c.done(r, err, 0, 0)
+}
+
+// checkWrite validates a call that writes N bytes to Dst on device Dev,
+// the payload inline in the call or coming by bulk transfer Aux: the device
+// exists, an inline payload has N bytes, and [Dst, Dst+N) lies inside one
+// live allocation. On failure it answers the call (failWrite) and returns
+// ok false.
+func (c *conn) checkWrite(r req, call *calls.Call) (d *device, inline, ok bool) {
+	d = c.devOf(call.Dev)
+	inline = len(call.Data) > 0 || call.N == 0
+	switch {
+	case d == nil:
+		c.failWrite(r, call, inline, cudaerr.InvalidDevice)
+	case inline && uint64(len(call.Data)) != call.N:
+		c.failWrite(r, call, inline, cudaerr.InvalidValue)
+	case !owns(d, call.Dst, call.N):
+		c.failWrite(r, call, inline, cudaerr.InvalidValue)
+	default:
+		return d, inline, true
+	}
+	return nil, inline, false
+}
+
+// failWrite answers a write call with err, turning its bulk transfer away
+// when the payload was not inline.
+func (c *conn) failWrite(r req, call *calls.Call, inline bool, err error) {
+	if !inline {
+		c.refuseBulk(call.Aux)
 	}
 	c.done(r, err, 0, 0)
 }

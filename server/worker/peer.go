@@ -406,32 +406,18 @@ func (o *op) peerSend() {
 // peerWrite handles OpPeerWrite from a peer worker: write the payload to
 // Dst on local device Dev, wait until it is there, then reply.
 func (c *conn) peerWrite(r req, call *calls.Call) {
-	d := c.devOf(call.Dev)
 	n := call.N
-	inline := len(call.Data) > 0 || n == 0
-	fail := func(err error) {
-		if !inline {
-			c.refuseBulk(call.Aux)
-		}
-		c.done(r, err, 0, 0)
+	d, inline, ok := c.checkWrite(r, call)
+	if !ok {
+		return
 	}
-	switch {
-	case d == nil:
-		fail(cudaerr.InvalidDevice)
-		return
-	case inline && uint64(len(call.Data)) != n:
-		fail(cudaerr.InvalidValue)
-		return
-	case n == 0:
+	if n == 0 {
 		c.done(r, nil, 0, 0)
-		return
-	case !owns(d, call.Dst, n):
-		fail(cudaerr.InvalidValue)
 		return
 	}
 	o, err := c.w.getOp(n)
 	if err != nil {
-		fail(err)
+		c.failWrite(r, call, inline, err)
 		return
 	}
 	o.queue(d)
