@@ -3,10 +3,8 @@ package cudarttest
 import (
 	"context"
 	"debug/elf"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,11 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xgpu/xgpu/server/servertest"
+
 	"go.uber.org/goleak"
 
 	"github.com/xgpu/xgpu/devicemap"
-	"github.com/xgpu/xgpu/server"
-	"github.com/xgpu/xgpu/server/host"
 )
 
 func TestMain(m *testing.M) {
@@ -98,57 +96,7 @@ func compile(t *testing.T, dir, src string, libs ...string) string {
 // process and returns the device map of all of them.
 func startServer(t *testing.T, n int) *devicemap.Map {
 	t.Helper()
-	hc := host.Config{Devices: n, Memory: deviceMemory, HostID: "cudarttest", NVLinks: 4}
-	b, err := host.New(hc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gpus, err := server.BackendGPUs(b)
-	b.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := server.New(server.Config{
-		ID: "cudarttest", Host: "cudarttest", Backend: server.BackendHost, Source: server.StaticGPUs(gpus),
-		Logger: slog.New(slog.DiscardHandler), Worker: &server.InProcessLauncher{}, HostBackend: &hc,
-		WorkerListenHost: "127.0.0.1",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1) // Serve's result, read in cleanup
-	go func() { done <- s.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := <-done; !errors.Is(err, server.ErrServerClosed) {
-			t.Errorf("serve: %v", err)
-		}
-	})
-	inv := s.Inventory()
-	var devs []devicemap.Device
-	for _, v := range inv.GetVgpus() {
-		g := inv.GetGpus()[v.GetGpuIndex()]
-		devs = append(devs, devicemap.Device{
-			Host: inv.GetHost(), Server: inv.GetServerId(), Address: lis.Addr().String(),
-			GPUUUID: v.GetGpuUuid(), GPUIndex: int(v.GetGpuIndex()), VGPU: v.GetId(), Slot: int(v.GetSlot()),
-			MemoryQuota: v.GetMemoryBytes(),
-			Properties: devicemap.Properties{Name: g.GetName(), TotalMemory: g.GetMemoryBytes(), PCIBusID: g.GetPciBusId(),
-				ComputeCapability: fmt.Sprintf("%d.%d", g.GetCcMajor(), g.GetCcMinor()), MultiprocessorCount: int(g.GetMultiprocessors())},
-		})
-	}
-	m, err := devicemap.New(devs, devicemap.WithLeaseID("cudarttest"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return servertest.StartHost(t, "cudarttest", n, deviceMemory)
 }
 
 func writeMap(t *testing.T, m *devicemap.Map) string {
