@@ -8,11 +8,10 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/xgpu/xgpu/server/servertest"
-
 	"go.uber.org/goleak"
 
 	"github.com/xgpu/xgpu/devicemap"
+	"github.com/xgpu/xgpu/server/servertest"
 )
 
 func TestMain(m *testing.M) {

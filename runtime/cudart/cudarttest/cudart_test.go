@@ -15,11 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xgpu/xgpu/server/servertest"
-
 	"go.uber.org/goleak"
 
 	"github.com/xgpu/xgpu/devicemap"
+	"github.com/xgpu/xgpu/server/servertest"
 )
 
 func TestMain(m *testing.M) {
