@@ -193,9 +193,10 @@ func (o RedOp) String() string {
 // compute in float32 and round to nearest even, which for one operation is
 // the correctly rounded result.
 //
-// Both ranges must lie inside allocations of this Device; a bad range, an
-// unknown type or operator, or a misaligned pointer fails the call at once
-// with cudaErrorInvalidValue. The work runs in stream order.
+// Both ranges must lie inside allocations of this Device, or inside host
+// memory this Device mapped (see HostMapper); a bad range, an unknown type
+// or operator, or a misaligned pointer fails the call at once with
+// cudaErrorInvalidValue. The work runs in stream order.
 type Reducer interface {
 	// Reduce sets dst[i] = op(dst[i], src[i]) for the n elements of type
 	// t at dst and src. The ranges may be the same but must not otherwise
@@ -204,4 +205,38 @@ type Reducer interface {
 	// Divide sets buf[i] = buf[i] / divisor for the n elements of type t
 	// at buf (integers truncate toward zero, as in C). divisor >= 1.
 	Divide(buf DevicePtr, n uint64, t DType, divisor uint64, s Stream) error
+}
+
+// HostBuffer is page-locked host memory that a Device's kernels can
+// address: the CPU reads and writes it through Bytes, a kernel at Ptr
+// (the same bytes, through the device's mapping of them).
+type HostBuffer struct {
+	Bytes []byte
+	Ptr   DevicePtr
+}
+
+// HostMapper is implemented by Devices whose Reduce and Divide can work
+// on mapped host memory in place (zero-copy): the collectives receive
+// messages from the network into host memory, and reducing them there
+// on the GPU saves a copy to device memory and back. The cuda backend
+// maps page-locked memory into the GPU's address space
+// (cuMemHostAlloc with CU_MEMHOSTALLOC_DEVICEMAP); the host backend's
+// device memory is host memory already.
+//
+// Mapped memory is not device memory: Owns reports false for it, and
+// copies, memsets and kernels launched by clients cannot reach it; only
+// Reduce and Divide accept it. It does not count against the quota.
+type HostMapper interface {
+	// HostAlloc allocates n bytes (n > 0) of mapped host memory, aligned
+	// to at least 64 bytes. Its contents are unspecified. n == 0 fails
+	// with cudaErrorInvalidValue; a failure to allocate or map with
+	// cudaErrorMemoryAllocation.
+	HostAlloc(n uint64) (HostBuffer, error)
+	// HostFree releases a buffer HostAlloc returned (by its Ptr); work
+	// already enqueued that uses it still completes on valid memory (the
+	// memory is released after it, without blocking the caller). An
+	// unknown buffer fails with cudaErrorInvalidValue and changes nothing.
+	// Close frees the buffers still allocated. Bytes must not be used
+	// after either.
+	HostFree(b HostBuffer) error
 }

@@ -65,6 +65,9 @@ type DeviceContext struct {
 	globals atomic.Pointer[[]moduleGlobal]
 
 	waiters sync.WaitGroup // waits running on other threads
+
+	mapMu  sync.Mutex  // guards mapped
+	mapped []mappedBuf // HostAlloc buffers, by address (mapped.go)
 }
 
 var _ backend.Device = (*DeviceContext)(nil)
@@ -1236,6 +1239,7 @@ func (d *DeviceContext) Close() error {
 		d.arena.releaseAll()
 		d.drv.MemAddressFree(DevicePtr(d.spec.WindowBase), d.spec.WindowSize)
 		d.g.staging.reap()
+		d.freeMappedOnThread()
 		return nil
 	})
 	d.b.forget(d)

@@ -143,6 +143,9 @@ func (d *DeviceContext) checkElements(op, what string, p backend.DevicePtr, n ui
 	if n > math.MaxUint64/size {
 		return backend.Errorf(name, op, cudaerr.InvalidValue, "%d elements of %d bytes overflow", n, size)
 	}
+	if n*size > 0 && d.inMapped(p, n*size) {
+		return nil
+	}
 	return d.checkRange(op, what, p, n*size)
 }
 

@@ -49,6 +49,9 @@ type Device struct {
 	events   map[backend.Event]*event
 
 	kern kernelTable // modules and functions (kernels.go)
+
+	mapMu  sync.Mutex  // guards mapped
+	mapped []mappedBuf // HostAlloc buffers, by base (mapped.go)
 }
 
 var _ backend.Device = (*Device)(nil)
@@ -179,6 +182,7 @@ func (d *Device) Close() error {
 	clear(d.kern.modules)
 	clear(d.kern.funcs)
 	d.kern.mu.Unlock()
+	d.dropMapped()
 
 	d.b.forget(d)
 	return nil

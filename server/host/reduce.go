@@ -71,7 +71,13 @@ func (d *Device) elements(op, what string, p backend.DevicePtr, n uint64, t back
 	if n > math.MaxUint64/size {
 		return nil, backend.Errorf(name, op, cudaerr.InvalidValue, "%d elements of %d bytes overflow", n, size)
 	}
-	return d.resolve(op, what, p, n*size)
+	if b, ok := d.lookup(p, n*size); ok {
+		return b, nil
+	}
+	if b, ok := d.lookupMapped(p, n*size); ok {
+		return b, nil
+	}
+	return nil, backend.Errorf(name, op, cudaerr.InvalidValue, "%s range [%#x, +%d) is not inside one allocation or mapped host buffer of this device", what, uint64(p), n*size)
 }
 
 func fmin32(a, b float32) float32 {

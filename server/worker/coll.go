@@ -42,12 +42,17 @@ type CollectiveStats struct {
 	BytesReceived uint64 // message payload received from other workers
 	Comms         int    // communicators alive on this worker
 	Links         int    // live links to other workers
+	// DeviceReductions counts reductions (and divisions) run by the
+	// devices' kernels, HostReductions those run on the CPU: below
+	// gpuReduceMin bytes, or on a device that cannot reduce host memory.
+	DeviceReductions, HostReductions uint64
 }
 
 // collWorker holds a worker's communicators and collective links. The
 // zero value is ready: init runs on first use.
 type collWorker struct {
-	sent, recvd atomic.Uint64
+	sent, recvd                   atomic.Uint64
+	devReductions, hostReductions atomic.Uint64
 
 	mu      sync.Mutex // guards the fields below
 	ready   bool
@@ -89,7 +94,10 @@ func (w *Worker) CollectiveStats() CollectiveStats {
 	cw.mu.Lock()
 	comms, links := len(cw.comms), len(cw.links)
 	cw.mu.Unlock()
-	return CollectiveStats{BytesSent: cw.sent.Load(), BytesReceived: cw.recvd.Load(), Comms: comms, Links: links}
+	return CollectiveStats{
+		BytesSent: cw.sent.Load(), BytesReceived: cw.recvd.Load(), Comms: comms, Links: links,
+		DeviceReductions: cw.devReductions.Load(), HostReductions: cw.hostReductions.Load(),
+	}
 }
 
 // commState is one communicator on this worker: its table, the local
@@ -418,7 +426,8 @@ type rankExec struct {
 	d    *device
 	comm *collective.Comm
 	ep   *endpoint
-	s    backend.Stream // private stream of the staging copies
+	s    backend.Stream // private stream of the staging copies and reductions
+	red  *devReducer    // reduces on the device; nil: on the CPU, staging from the worker's pool
 
 	ctx    context.Context // done on abort or when the session ends
 	cancel context.CancelCauseFunc
@@ -433,19 +442,25 @@ type rankExec struct {
 func (cs *commState) newExec(rank int, d *device, opts collective.Options) (*rankExec, error) {
 	ep := &endpoint{cs: cs, rank: rank}
 	ep.ctx, ep.cancel = context.WithCancelCause(context.Background())
-	comm, err := collective.New(rank, cs.size, ep, collective.CPUReducer{}, opts)
-	if err != nil {
-		ep.cancel(err)
-		cs.w.log.Debug("worker: communicator options", "err", err)
-		return nil, cudaerr.InvalidValue
-	}
 	s, err := d.dev.StreamCreate(backend.StreamNonBlocking, backend.StreamPriorityGreatest)
 	if err != nil {
 		ep.cancel(err)
 		return nil, err
 	}
-	ex := &rankExec{cs: cs, rank: rank, d: d, comm: comm, ep: ep, s: s, wake: make(chan struct{}, 1)}
+	ex := &rankExec{cs: cs, rank: rank, d: d, ep: ep, s: s, wake: make(chan struct{}, 1)}
 	ex.ctx, ex.cancel = context.WithCancelCause(cs.w.ctx)
+	var red collective.Reducer = collective.CPUReducer{}
+	if ex.red = newDevReducer(ex.ctx, &cs.w.coll, d.dev, s); ex.red != nil {
+		red = ex.red
+	}
+	ex.comm, err = collective.New(rank, cs.size, ep, red, opts)
+	if err != nil {
+		ep.cancel(err)
+		ex.cancel(err)
+		_ = d.dev.StreamDestroy(s)
+		cs.w.log.Debug("worker: communicator options", "err", err)
+		return nil, cudaerr.InvalidValue
+	}
 	return ex, nil
 }
 
@@ -537,6 +552,9 @@ func (ex *rankExec) loop() {
 	}
 	ex.ep.leaving.Store(!aborted)
 	_ = ex.comm.Close()
+	if ex.red != nil {
+		ex.red.close()
+	}
 	_ = ex.d.dev.StreamDestroy(ex.s)
 	ex.cancel(collective.ErrClosed)
 	if ex.cs.live.Add(-1) == 0 {
@@ -585,19 +603,42 @@ func (ex *rankExec) exec(j *collJob) error {
 	default:
 		size = nb
 	}
-	buf, err := cs.w.coll.pool.get(ex.ctx, size)
-	if err != nil {
-		return err
-	}
-	b := buf.b[:size:size]
-	keep := true // buf may be reused
-	defer func() {
-		if keep {
-			cs.w.coll.pool.put(buf)
+	var (
+		b   []byte
+		err error
+	)
+	keep := true // the buffer may be reused
+	if size > 0 && ex.red != nil {
+		// Mapped host memory, which the device's kernels reduce in place.
+		// Without it (pinned memory exhausted) the operation stages in
+		// ordinary memory and reduces on the CPU.
+		if mb, err := ex.red.staging(size); err == nil {
+			b = mb
+			defer func() {
+				if keep {
+					ex.red.release(mb)
+				} else {
+					ex.red.FreeScratch(mb)
+				}
+			}()
 		} else {
-			cs.w.coll.pool.drop(buf)
+			cs.w.log.Debug("worker: no mapped staging memory; reducing on the CPU", "comm", cs.id, "rank", ex.rank, "bytes", size, "err", err)
 		}
-	}()
+	}
+	if b == nil && size > 0 {
+		buf, err := cs.w.coll.pool.get(ex.ctx, size)
+		if err != nil {
+			return err
+		}
+		b = buf.b[:size:size]
+		defer func() {
+			if keep {
+				cs.w.coll.pool.put(buf)
+			} else {
+				cs.w.coll.pool.drop(buf)
+			}
+		}()
+	}
 	if j.sendBytes > 0 {
 		if err := d.MemcpyDtoHAsync(b[sendOff:sendOff+j.sendBytes], j.send, ex.s); err != nil {
 			ex.fail(err)

@@ -368,6 +368,36 @@ func TestCollectiveBypassesClient(t *testing.T) {
 	}
 }
 
+// TestCollectiveReducesOnDevice checks that the reductions of large
+// messages run on the rank's device (its Reducer kernels, in place on
+// mapped host memory) and that small ones stay on the CPU.
+func TestCollectiveReducesOnDevice(t *testing.T) {
+	cl := newCollCluster(t, 1, 1)
+	devs := []uint32{0, 1}
+	stats := func() (dev, host uint64) {
+		for _, w := range cl.workers {
+			st := w.w.CollectiveStats()
+			dev += st.DeviceReductions
+			host += st.HostReductions
+		}
+		return dev, host
+	}
+	id := cl.mustCommInit(t, devs, calls.CommOptions{Algo: uint8(collective.Ring)})
+	dev0, host0 := stats()
+	for _, op := range []collective.Op{collective.Sum, collective.Avg, collective.Max} {
+		runColl(t, cl, id, devs, calls.CollAllReduce, collective.F32, op, 1<<18, false)
+	}
+	runColl(t, cl, id, devs, calls.CollReduceScatter, collective.I32, collective.Sum, 1<<17, false)
+	dev1, host1 := stats()
+	if dev1 == dev0 || host1 != host0 {
+		t.Errorf("1 MiB operations: %d reductions on the devices, %d on the CPU; want some on the devices and none on the CPU", dev1-dev0, host1-host0)
+	}
+	runColl(t, cl, id, devs, calls.CollAllReduce, collective.F32, collective.Sum, 8, false)
+	if dev2, host2 := stats(); dev2 != dev1 || host2 == host1 {
+		t.Errorf("a 32-byte all-reduce: %d reductions on the devices, %d on the CPU; want them on the CPU", dev2-dev1, host2-host1)
+	}
+}
+
 func TestCommInitRefused(t *testing.T) {
 	cl := newCollCluster(t, 1, 1)
 	c := cl.clients[0]

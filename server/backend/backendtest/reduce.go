@@ -103,6 +103,58 @@ func RunReduce(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		must(t, "Divide of nothing", r.Divide(0, 0, backend.F32, 3, s))
 	})
 
+	t.Run("mapped host memory", func(t *testing.T) {
+		hm, ok := d.(backend.HostMapper)
+		if !ok {
+			t.Skipf("the %s backend's Device does not implement backend.HostMapper", e.b.Name())
+		}
+		_, err := hm.HostAlloc(0)
+		wantErr(t, err, "HostAlloc", cudaerr.InvalidValue)
+		const m = 1000
+		a, err := hm.HostAlloc(4 * m)
+		must(t, "HostAlloc", err)
+		b, err := hm.HostAlloc(4 * m)
+		must(t, "HostAlloc", err)
+		if len(a.Bytes) != 4*m || uint64(a.Ptr)%64 != 0 || a.Ptr == 0 {
+			t.Fatalf("HostAlloc(%d) = %d bytes at %#x, want %d bytes 64-byte aligned", 4*m, len(a.Bytes), uint64(a.Ptr), 4*m)
+		}
+		if d.Owns(a.Ptr, 4) {
+			t.Fatal("Owns reports mapped host memory as device memory")
+		}
+		for i := range m {
+			binary.LittleEndian.PutUint32(a.Bytes[4*i:], uint32(i))
+			binary.LittleEndian.PutUint32(b.Bytes[4*i:], 2*uint32(i)+1)
+		}
+		// Mapped with mapped, then device memory with mapped and back.
+		must(t, "Reduce mapped", r.Reduce(a.Ptr, b.Ptr, m, backend.U32, backend.Sum, s))
+		dev := malloc(t, d, 4*m)
+		upload(t, d, dev, b.Bytes)
+		must(t, "Reduce device += mapped", r.Reduce(dev, a.Ptr, m, backend.U32, backend.Sum, s))
+		must(t, "Reduce mapped max= device", r.Reduce(b.Ptr, dev, m, backend.U32, backend.Max, s))
+		must(t, "Divide mapped", r.Divide(a.Ptr+4, m-1, backend.U32, 3, s))
+		must(t, "StreamSynchronize", d.StreamSynchronize(ctx(t), s))
+		for i := range m {
+			sum := uint32(3*i + 1)
+			wa := sum
+			if i > 0 {
+				wa = sum / 3
+			}
+			if v := binary.LittleEndian.Uint32(a.Bytes[4*i:]); v != wa {
+				t.Fatalf("mapped a[%d] = %d, want %d", i, v, wa)
+			}
+			if v := binary.LittleEndian.Uint32(b.Bytes[4*i:]); v != sum+2*uint32(i)+1 {
+				t.Fatalf("mapped b[%d] = %d, want %d", i, v, sum+2*uint32(i)+1)
+			}
+		}
+		// Past the end of a mapped buffer, and a buffer freed.
+		wantErr(t, r.Reduce(a.Ptr, b.Ptr, m+1, backend.U32, backend.Sum, s), "Reduce", cudaerr.InvalidValue)
+		must(t, "HostFree", hm.HostFree(b))
+		wantErr(t, r.Reduce(a.Ptr, b.Ptr, 1, backend.U32, backend.Sum, s), "Reduce", cudaerr.InvalidValue)
+		wantErr(t, hm.HostFree(b), "HostFree", cudaerr.InvalidValue)
+		wantErr(t, hm.HostFree(backend.HostBuffer{Ptr: a.Ptr + 4}), "HostFree", cudaerr.InvalidValue)
+		must(t, "HostFree", hm.HostFree(a))
+	})
+
 	t.Run("bad calls", func(t *testing.T) {
 		tests := []struct {
 			name string
