@@ -246,6 +246,102 @@ func (m *Comm) Recv(rank int, buf uint64, count int, dt collective.DType, peer i
 	return m.issue("ncclRecv", rank, calls.CollRecv, 0, buf, count, dt, collective.Sum, peer, s)
 }
 
+// P2P is one send or receive of Comm.Group: Count elements of DType at
+// Buf, a device pointer on the rank's device, sent to or received from
+// rank Peer.
+type P2P struct {
+	Recv  bool // receive into Buf; false: send Buf
+	Peer  int
+	Buf   uint64
+	Count int
+	DType collective.DType
+}
+
+// Group enqueues the sends and receives of rank on s as one operation,
+// as NCCL runs the ncclSend and ncclRecv calls made between
+// ncclGroupStart and ncclGroupEnd: they progress together, so ranks may
+// exchange with each other in any order inside a group (separate Send and
+// Recv calls run one after another, and a Send may wait for its Recv).
+// Inside a group a rank may send to itself; its k-th send to itself
+// meets its k-th receive from itself, which must be of the same size.
+// The k-th message from a to b, counting single Sends and sends in groups
+// alike, meets the k-th receive on b from a. At most
+// calls.MaxGroupOps operations; bad arguments fail here and enqueue
+// nothing.
+func (m *Comm) Group(rank int, ops []P2P, s Stream) error {
+	const op = "ncclGroupEnd"
+	if m.c.closing.Load() {
+		return opErr(op, -1, ErrClosed)
+	}
+	if rank < 0 || rank >= len(m.devs) {
+		return opErr(op, -1, invalid("rank %d of %d", rank, len(m.devs)))
+	}
+	d := m.devs[rank]
+	switch {
+	case m.destroyed.Load():
+		return opErr(op, d.idx, &detailError{code: cudaerr.InvalidResourceHandle, msg: "communicator destroyed"})
+	case len(ops) == 0:
+		return nil
+	case len(ops) > calls.MaxGroupOps:
+		return opErr(op, d.idx, invalid("a group of %d operations (at most %d)", len(ops), calls.MaxGroupOps))
+	}
+	wops := make([]calls.GroupOp, len(ops))
+	var selfSends, selfRecvs []uint64
+	moves := false
+	for i, o := range ops {
+		if !o.DType.Valid() || o.Count < 0 {
+			return opErr(op, d.idx, invalid("operation %d: data type %v, count %d", i, o.DType, o.Count))
+		}
+		if o.Peer < 0 || o.Peer >= len(m.devs) {
+			return opErr(op, d.idx, invalid("operation %d: peer %d of %d ranks", i, o.Peer, len(m.devs)))
+		}
+		w := calls.GroupOp{Recv: o.Recv, DType: uint8(o.DType), Peer: uint32(o.Peer), Buf: o.Buf, Count: uint64(o.Count)}
+		n, err := calls.GroupBytes(w, len(m.devs), uint64(o.DType.Size()))
+		if err != nil {
+			return opErr(op, d.idx, invalid("operation %d: %v", i, err))
+		}
+		if n > 0 {
+			moves = true
+			bd, err := m.c.resolve(op, o.Buf, n)
+			if err != nil {
+				return err
+			}
+			if bd != d {
+				return opErr(op, d.idx, invalid("operation %d: buffer %#x is on device %d, not on rank %d's device %d", i, o.Buf, bd.idx, rank, d.idx))
+			}
+		}
+		if o.Peer == rank {
+			if o.Recv {
+				selfRecvs = append(selfRecvs, n)
+			} else {
+				selfSends = append(selfSends, n)
+			}
+		}
+		wops[i] = w
+	}
+	if len(selfSends) != len(selfRecvs) {
+		return opErr(op, d.idx, invalid("%d sends to self but %d receives from self", len(selfSends), len(selfRecvs)))
+	}
+	for k := range selfSends {
+		if selfSends[k] != selfRecvs[k] {
+			return opErr(op, d.idx, invalid("send %d to self of %d bytes meets a receive of %d", k, selfSends[k], selfRecvs[k]))
+		}
+	}
+	st, err := m.c.streamFor(op, d, s)
+	if err != nil {
+		return err
+	}
+	if !moves {
+		return nil
+	}
+	var e wire.Enc
+	if err := calls.EncodeGroup(&e, wops); err != nil {
+		return opErr(op, d.idx, invalid("%v", err))
+	}
+	call := calls.Call{Dev: uint32(d.idx), Dev2: uint32(rank), Stream: st.id, N: uint64(len(wops)), Aux: m.id, Data: e.B}
+	return opErr(op, d.idx, d.s.async(calls.OpCollGroup, &call))
+}
+
 // issue checks one rank's operation and sends it to the rank's worker.
 func (m *Comm) issue(op string, rank int, kind calls.CollKind, send, recv uint64, count int, dt collective.DType, redOp collective.Op, peer int, s Stream) error {
 	if m.c.closing.Load() {

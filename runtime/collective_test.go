@@ -767,3 +767,82 @@ func TestCollectiveAbort(t *testing.T) {
 func withWorkerTransport(c peers.Config) clusterOpt {
 	return func(o *clusterOptions) { o.workerT = c }
 }
+
+// TestCollectiveGroup: an all-to-all written as one group of sends and
+// receives per rank (as PyTorch's all_to_all_single does over NCCL),
+// receives posted before sends, across servers and inside one, with a
+// block to itself; and the group's argument errors.
+func TestCollectiveGroup(t *testing.T) {
+	cl := newCluster(t, 3, 2)
+	c := cl.open(t, cl.config())
+	devs := []int{0, 1, 2, 4}
+	n := len(devs)
+	const count = 40_001 // above the inline message size
+	block := uint64(count * 4)
+	g := newCollRig(t, c, devs, 2*uint64(n)*block, CommOptions{})
+	word := func(r, to, i int) uint32 { return uint32(r<<24 | to<<16 | i&0xffff) }
+	for r := range n {
+		in := make([]byte, uint64(n)*block)
+		for to := range n {
+			for i := range count {
+				binary.LittleEndian.PutUint32(in[uint64(to)*block+uint64(4*i):], word(r, to, i))
+			}
+		}
+		if err := c.MemcpyHtoD(g.bufs[r], in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for r := range n {
+		var ops []P2P
+		for from := range n {
+			ops = append(ops, P2P{Recv: true, Peer: from, Buf: g.bufs[r] + uint64(n+from)*block, Count: count, DType: collective.U32})
+		}
+		for to := range n {
+			ops = append(ops, P2P{Peer: to, Buf: g.bufs[r] + uint64(to)*block, Count: count, DType: collective.U32})
+		}
+		if err := g.comm.Group(r, ops, LegacyStream(devs[r])); err != nil {
+			t.Fatalf("Group on rank %d: %v", r, err)
+		}
+	}
+	for r := range n {
+		out := make([]byte, uint64(n)*block)
+		if err := c.MemcpyDtoH(out, g.bufs[r]+uint64(n)*block); err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+		for from := range n {
+			for i := range count {
+				if v := binary.LittleEndian.Uint32(out[uint64(from)*block+uint64(4*i):]); v != word(from, r, i) {
+					t.Fatalf("rank %d, block from %d, element %d = %#x, want %#x", r, from, i, v, word(from, r, i))
+				}
+			}
+		}
+	}
+
+	p := g.bufs[0]
+	other := mustMalloc(t, c, 3, 64)
+	own := LegacyStream(0)
+	u32 := collective.U32
+	tests := []struct {
+		name string
+		ops  []P2P
+	}{
+		{"peer out of range", []P2P{{Peer: 4, Buf: p, Count: 1, DType: u32}}},
+		{"negative count", []P2P{{Peer: 1, Buf: p, Count: -1, DType: u32}}},
+		{"bad type", []P2P{{Peer: 1, Buf: p, Count: 1, DType: 42}}},
+		{"past the allocation", []P2P{{Peer: 1, Buf: p, Count: int(2*uint64(n)*block/4) + 1, DType: u32}}},
+		{"buffer of another device", []P2P{{Peer: 1, Buf: other, Count: 1, DType: u32}}},
+		{"send to self without a receive", []P2P{{Peer: 0, Buf: p, Count: 1, DType: u32}}},
+		{"self sizes differ", []P2P{{Peer: 0, Buf: p, Count: 1, DType: u32}, {Recv: true, Peer: 0, Buf: p + 64, Count: 2, DType: u32}}},
+		{"too many", make([]P2P, calls.MaxGroupOps+1)},
+	}
+	before := c.Stats().Sessions[0].AsyncCalls
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { wantCode(t, g.comm.Group(0, tt.ops, own), cudaerr.InvalidValue) })
+	}
+	if after := c.Stats().Sessions[0].AsyncCalls; after != before {
+		t.Errorf("bad groups sent %d calls", after-before)
+	}
+	if err := g.comm.Group(0, nil, own); err != nil {
+		t.Errorf("an empty group: %v", err)
+	}
+}

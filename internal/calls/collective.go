@@ -50,11 +50,18 @@ const (
 	// it left (its communicator was destroyed), N = 1 it failed and the
 	// communicator is aborted on every rank.
 	OpCommPeerDown wire.Op = 71
+	// OpCollGroup enqueues the sends and receives of rank Dev2 (on logical
+	// device Dev) of communicator Aux as one operation on Stream, as NCCL
+	// runs the ncclSend/ncclRecv calls between ncclGroupStart and
+	// ncclGroupEnd: they progress together, so two ranks may send to each
+	// other in one group. Data is an encoded CollGroup of N operations.
+	// Asynchronous.
+	OpCollGroup wire.Op = 72
 
 	// opLimit is one more than the largest opcode. The collective opcodes
 	// are the last of the protocol; opcodes below 64 are numbered in
 	// calls.go.
-	opLimit = 72 // OpCommPeerDown + 1, untyped
+	opLimit = 73 // OpCollGroup + 1, untyped
 )
 
 // The collective opcodes join the tables of calls.go here, so that the two
@@ -72,6 +79,7 @@ func init() {
 		OpCollData:     {"CollData", fDev | fDev2 | fAux | fAux2 | fData},
 		OpCollNack:     {"CollNack", fDev | fDev2 | fN | fAux | fAux2},
 		OpCommPeerDown: {"CommPeerDown", fDev | fN | fAux},
+		OpCollGroup:    {"CollGroup", fDev | fDev2 | fStream | fN | fAux | fData},
 	} {
 		opNames[op], opFields[op] = e.name, e.fields
 	}
@@ -308,4 +316,88 @@ func (ci *CommInit) Decode(b []byte) error {
 		return fmt.Errorf("%w: %w", ErrBadCollective, err)
 	}
 	return nil
+}
+
+// MaxGroupOps bounds the operations of one CollGroup: a send and a receive
+// for every peer of a communicator of 8192 ranks.
+const MaxGroupOps = 1 << 14
+
+// groupVersion is the first byte of an encoded CollGroup.
+const groupVersion = 1
+
+// GroupOp is one send or receive of a CollGroup: Count elements of type
+// DType (ncclDataType_t) at Buf, a device pointer of the rank's device,
+// sent to or received from rank Peer. Inside a group a rank may send to
+// itself; each such send is matched with a receive from itself, in order.
+type GroupOp struct {
+	Recv  bool
+	DType uint8
+	Peer  uint32
+	Buf   uint64
+	Count uint64
+}
+
+// groupOpSize is the encoded size of one GroupOp.
+const groupOpSize = 1 + 1 + 4 + 8 + 8
+
+// EncodeGroup appends ops, encoded as the Data of OpCollGroup, to e.
+func EncodeGroup(e *wire.Enc, ops []GroupOp) error {
+	if len(ops) == 0 || len(ops) > MaxGroupOps {
+		return fmt.Errorf("%w: a group of %d operations (1 to %d)", ErrBadCollective, len(ops), MaxGroupOps)
+	}
+	e.U8(groupVersion)
+	e.U32(uint32(len(ops)))
+	for _, o := range ops {
+		var f uint8
+		if o.Recv {
+			f = 1
+		}
+		e.U8(f)
+		e.U8(o.DType)
+		e.U32(o.Peer)
+		e.U64(o.Buf)
+		e.U64(o.Count)
+	}
+	return nil
+}
+
+// DecodeGroup decodes the Data of OpCollGroup, which must hold n
+// operations. It never panics; a malformed group gives an error wrapping
+// ErrBadCollective. The operations' values are not checked against a
+// communicator (see GroupBytes).
+func DecodeGroup(b []byte, n uint64) ([]GroupOp, error) {
+	d := wire.NewDec(b)
+	if v := d.U8(); d.Err() == nil && v != groupVersion {
+		return nil, fmt.Errorf("%w: group version %d", ErrBadCollective, v)
+	}
+	k := d.U32()
+	if d.Err() != nil || k == 0 || k > MaxGroupOps || uint64(k) != n || uint64(d.Len()) != uint64(k)*groupOpSize {
+		return nil, fmt.Errorf("%w: a group of %d operations in %d bytes, call says %d", ErrBadCollective, k, len(b), n)
+	}
+	ops := make([]GroupOp, k)
+	for i := range ops {
+		f := d.U8()
+		if f > 1 {
+			return nil, fmt.Errorf("%w: operation %d: flags %#x", ErrBadCollective, i, f)
+		}
+		ops[i] = GroupOp{Recv: f == 1, DType: d.U8(), Peer: d.U32(), Buf: d.U64(), Count: d.U64()}
+	}
+	if err := d.Done(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCollective, err)
+	}
+	return ops, nil
+}
+
+// GroupBytes checks op of a group of a rank of a communicator of size
+// ranks, with elements of elem bytes, and returns its bytes.
+func GroupBytes(op GroupOp, size int, elem uint64) (uint64, error) {
+	switch {
+	case int64(op.Peer) >= int64(size):
+		return 0, fmt.Errorf("%w: peer %d of %d ranks", ErrBadCollective, op.Peer, size)
+	case elem == 0:
+		return 0, fmt.Errorf("%w: element size 0", ErrBadCollective)
+	case op.Count > math.MaxInt64/elem:
+		return 0, fmt.Errorf("%w: %d elements of %d bytes", ErrBadCollective, op.Count, elem)
+	}
+	return op.Count * elem, nil
 }

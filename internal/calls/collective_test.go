@@ -9,8 +9,8 @@ import (
 )
 
 func TestCollectiveOpcodesAreTheLast(t *testing.T) {
-	if !Known(wire.Op(opLimit-1)) || wire.Op(opLimit-1) != OpCommPeerDown {
-		t.Fatalf("opLimit %d does not follow the last opcode %d", opLimit, OpCommPeerDown)
+	if !Known(wire.Op(opLimit-1)) || wire.Op(opLimit-1) != OpCollGroup {
+		t.Fatalf("opLimit %d does not follow the last opcode %d", opLimit, OpCollGroup)
 	}
 	for op := OpCommInit; op <= OpCommPeerDown; op++ {
 		if !Known(op) {
@@ -177,6 +177,78 @@ func FuzzCommInitDecode(f *testing.F) {
 		var e wire.Enc
 		if err := out.Encode(&e); err != nil {
 			t.Fatalf("a decoded table does not encode: %v", err)
+		}
+		if string(e.B) != string(b) {
+			t.Fatal("re-encoding differs")
+		}
+	})
+}
+
+func TestGroupRoundTrip(t *testing.T) {
+	ops := []GroupOp{
+		{Recv: false, DType: 7, Peer: 1, Buf: 0x1000_0000_0000, Count: 1 << 20},
+		{Recv: true, DType: 7, Peer: 3, Buf: 0x1000_0040_0000, Count: 1 << 20},
+		{Recv: true, DType: 1, Peer: 0, Buf: 0x1000_0080_0000, Count: 0},
+	}
+	var e wire.Enc
+	if err := EncodeGroup(&e, ops); err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeGroup(e.B, uint64(len(ops)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, ops) {
+		t.Fatalf("decoded %v, want %v", got, ops)
+	}
+	bad := []struct {
+		name string
+		b    []byte
+		n    uint64
+	}{
+		{"empty", nil, 0},
+		{"count differs from the call", e.B, 2},
+		{"truncated", e.B[:len(e.B)-1], 3},
+		{"trailing byte", append(append([]byte(nil), e.B...), 0), 3},
+		{"version", append([]byte{9}, e.B[1:]...), 3},
+		{"flags", func() []byte { b := append([]byte(nil), e.B...); b[5] = 2; return b }(), 3},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := DecodeGroup(tt.b, tt.n); !errors.Is(err, ErrBadCollective) {
+				t.Fatalf("DecodeGroup = %v, want ErrBadCollective", err)
+			}
+		})
+	}
+	for _, n := range []int{0, MaxGroupOps + 1} {
+		var e wire.Enc
+		if err := EncodeGroup(&e, make([]GroupOp, n)); !errors.Is(err, ErrBadCollective) {
+			t.Errorf("EncodeGroup of %d operations = %v, want ErrBadCollective", n, err)
+		}
+	}
+	if _, err := GroupBytes(GroupOp{Peer: 4, Count: 1}, 4, 4); !errors.Is(err, ErrBadCollective) {
+		t.Errorf("GroupBytes of peer 4 of 4 = %v", err)
+	}
+	if _, err := GroupBytes(GroupOp{Peer: 0, Count: 1 << 62}, 4, 8); !errors.Is(err, ErrBadCollective) {
+		t.Errorf("GroupBytes overflow = %v", err)
+	}
+	if n, err := GroupBytes(GroupOp{Peer: 3, Count: 5}, 4, 8); err != nil || n != 40 {
+		t.Errorf("GroupBytes = %d, %v; want 40", n, err)
+	}
+}
+
+func FuzzDecodeGroup(f *testing.F) {
+	var e wire.Enc
+	_ = EncodeGroup(&e, []GroupOp{{Recv: true, DType: 7, Peer: 1, Buf: 1 << 44, Count: 9}})
+	f.Add(e.B, uint64(1))
+	f.Fuzz(func(t *testing.T, b []byte, n uint64) {
+		ops, err := DecodeGroup(b, n)
+		if err != nil {
+			return
+		}
+		var e wire.Enc
+		if err := EncodeGroup(&e, ops); err != nil {
+			t.Fatalf("a decoded group does not encode: %v", err)
 		}
 		if string(e.B) != string(b) {
 			t.Fatal("re-encoding differs")

@@ -410,6 +410,8 @@ type collJob struct {
 	reached    chan struct{} // closed by the host function when the stream gets there
 	finished   chan struct{} // closed by the executor; releases the stream
 	span       trace.Span    // the Collective call's span, ended when the job ran; nil untraced
+	group      []groupEntry  // a group's sends and receives (OpCollGroup); nil for an OpCollective
+	stage      uint64        // a group's staging bytes
 }
 
 // hold is the job's host function: it holds the stream until the
@@ -586,6 +588,9 @@ func (ex *rankExec) run(j *collJob) {
 // the Comm operates on the staged buffers in place, and the result is
 // copied to the receive buffer.
 func (ex *rankExec) exec(j *collJob) error {
+	if j.group != nil {
+		return ex.execGroup(j)
+	}
 	cs, d := ex.cs, ex.d.dev
 	es := uint64(j.dt.Size())
 	nb := uint64(j.count) * es
@@ -603,42 +608,12 @@ func (ex *rankExec) exec(j *collJob) error {
 	default:
 		size = nb
 	}
-	var (
-		b   []byte
-		err error
-	)
+	b, release, err := ex.stagingBuf(size)
+	if err != nil {
+		return err
+	}
 	keep := true // the buffer may be reused
-	if size > 0 && ex.red != nil {
-		// Mapped host memory, which the device's kernels reduce in place.
-		// Without it (pinned memory exhausted) the operation stages in
-		// ordinary memory and reduces on the CPU.
-		if mb, err := ex.red.staging(size); err == nil {
-			b = mb
-			defer func() {
-				if keep {
-					ex.red.release(mb)
-				} else {
-					ex.red.FreeScratch(mb)
-				}
-			}()
-		} else {
-			cs.w.log.Debug("worker: no mapped staging memory; reducing on the CPU", "comm", cs.id, "rank", ex.rank, "bytes", size, "err", err)
-		}
-	}
-	if b == nil && size > 0 {
-		buf, err := cs.w.coll.pool.get(ex.ctx, size)
-		if err != nil {
-			return err
-		}
-		b = buf.b[:size:size]
-		defer func() {
-			if keep {
-				cs.w.coll.pool.put(buf)
-			} else {
-				cs.w.coll.pool.drop(buf)
-			}
-		}()
-	}
+	defer func() { release(keep) }()
 	if j.sendBytes > 0 {
 		if err := d.MemcpyDtoHAsync(b[sendOff:sendOff+j.sendBytes], j.send, ex.s); err != nil {
 			ex.fail(err)
@@ -693,6 +668,43 @@ func (ex *rankExec) exec(j *collJob) error {
 	return nil
 }
 
+// stagingBuf returns size bytes of host memory for one operation, and the
+// function that gives them back (keep false: something may still write
+// into them, never reuse them). For a rank that reduces on its device the
+// memory is mapped host memory its kernels reduce in place; without that
+// (or when pinned memory runs out) ordinary memory from the worker's pool,
+// which the CPU reduces.
+func (ex *rankExec) stagingBuf(size uint64) ([]byte, func(keep bool), error) {
+	if size == 0 {
+		return nil, func(bool) {}, nil
+	}
+	if ex.red != nil {
+		mb, err := ex.red.staging(size)
+		if err == nil {
+			return mb, func(keep bool) {
+				if keep {
+					ex.red.release(mb)
+				} else {
+					ex.red.FreeScratch(mb)
+				}
+			}, nil
+		}
+		ex.cs.w.log.Debug("worker: no mapped staging memory; reducing on the CPU", "comm", ex.cs.id, "rank", ex.rank, "bytes", size, "err", err)
+	}
+	pool := ex.cs.w.coll.pool
+	buf, err := pool.get(ex.ctx, size)
+	if err != nil {
+		return nil, nil, err
+	}
+	return buf.b[:size:size], func(keep bool) {
+		if keep {
+			pool.put(buf)
+		} else {
+			pool.drop(buf)
+		}
+	}, nil
+}
+
 // collective handles OpCollective: checks, then the job is queued on the
 // rank's executor and its host function on the stream.
 func (c *conn) collective(r req, call *calls.Call) {
@@ -707,11 +719,17 @@ func (c *conn) collective(r req, call *calls.Call) {
 		return
 	}
 	j, err := ex.job(call)
+	c.queueJob(r, ex, call, j, err)
+}
+
+// queueJob queues j (checked by job or groupJob, with err) on the rank's
+// executor and its host function on the call's stream, and replies.
+func (c *conn) queueJob(r req, ex *rankExec, call *calls.Call, j *collJob, err error) {
 	if err == nil && j != nil {
 		err = ex.d.dev.LaunchHostFunc(backend.Stream(call.Stream), j.hold)
 		if err == nil {
 			// The call's span lasts until the job ran.
-			j.span = collSpan(r.span, j, ex.rank, cs.size)
+			j.span = collSpan(r.span, j, ex.rank, ex.cs.size)
 			if err = ex.enqueue(j); err == nil {
 				r.span = nil
 			} else {

@@ -703,3 +703,92 @@ func TestCollectiveMismatch(t *testing.T) {
 		})
 	}
 }
+
+// issueGroup sends rank's group of sends and receives.
+func (cl *collCluster) issueGroup(t testing.TB, id uint64, devs []uint32, rank int, ops []calls.GroupOp) {
+	t.Helper()
+	var e wire.Enc
+	if err := calls.EncodeGroup(&e, ops); err != nil {
+		t.Fatal(err)
+	}
+	call := calls.Call{Dev: devs[rank], Dev2: uint32(rank), N: uint64(len(ops)), Aux: id, Data: e.B}
+	if err := cl.client(devs[rank]).Send(calls.OpCollGroup, call); err != nil {
+		t.Fatalf("CollGroup on rank %d: %v", rank, err)
+	}
+}
+
+// TestCollectiveGroup: every rank receives from both neighbours first and
+// then sends to both, in one group each. Issued as separate operations
+// this order would wait forever; in a group the sends and receives
+// progress together, as NCCL's grouped ncclSend/ncclRecv do. Each rank
+// also sends a block to itself.
+func TestCollectiveGroup(t *testing.T) {
+	cl := newCollCluster(t, 2, 1, 1)
+	devs := []uint32{0, 1, 2, 3}
+	n := len(devs)
+	id := cl.mustCommInit(t, devs, calls.CommOptions{})
+	for _, count := range []int{5, 70_001} {
+		t.Run(fmt.Sprint(count), func(t *testing.T) {
+			nb := uint64(count * 4)
+			// Per rank: send block, then receive blocks from prev, next
+			// and self.
+			base := make([]uint64, n)
+			for r, d := range devs {
+				base[r] = mustMalloc(t, cl.client(d), d, 4*nb)
+				if err := cl.client(d).MemcpyHtoD(testCtx(t), d, base[r], encodeInts(collective.I32, inputs(r, 0, count)), 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for r := range n {
+				prev, next := uint32((r-1+n)%n), uint32((r+1)%n)
+				b := base[r]
+				cl.issueGroup(t, id, devs, r, []calls.GroupOp{
+					{Recv: true, DType: uint8(collective.I32), Peer: prev, Buf: b + nb, Count: uint64(count)},
+					{Recv: true, DType: uint8(collective.I32), Peer: next, Buf: b + 2*nb, Count: uint64(count)},
+					{Recv: true, DType: uint8(collective.I32), Peer: uint32(r), Buf: b + 3*nb, Count: uint64(count)},
+					{DType: uint8(collective.I32), Peer: next, Buf: b, Count: uint64(count)},
+					{DType: uint8(collective.I32), Peer: prev, Buf: b, Count: uint64(count)},
+					{DType: uint8(collective.I32), Peer: uint32(r), Buf: b, Count: uint64(count)},
+				})
+			}
+			for r, d := range devs {
+				mustSync(t, cl.client(d), d)
+				got := readBack(t, cl.client(d), d, base[r]+nb, int(3*nb))
+				for k, from := range []int{(r - 1 + n) % n, (r + 1) % n, r} {
+					checkEqual(t, fmt.Sprintf("rank %d from %d", r, from), got[uint64(k)*nb:uint64(k+1)*nb], encodeInts(collective.I32, inputs(from, 0, count)))
+				}
+			}
+		})
+	}
+	t.Run("refused", func(t *testing.T) {
+		c := cl.client(0)
+		p := mustMalloc(t, c, 0, 64)
+		good := calls.GroupOp{DType: uint8(collective.F32), Peer: 1, Buf: p, Count: 4}
+		encode := func(ops ...calls.GroupOp) []byte {
+			var e wire.Enc
+			if err := calls.EncodeGroup(&e, ops); err != nil {
+				t.Fatal(err)
+			}
+			return e.B
+		}
+		bad := func(f func(o *calls.GroupOp)) []byte { o := good; f(&o); return encode(o) }
+		tests := []struct {
+			name string
+			call calls.Call
+			want cudaerr.Error
+		}{
+			{"unknown communicator", calls.Call{Aux: 12345, N: 1, Data: encode(good)}, cudaerr.InvalidResourceHandle},
+			{"malformed", calls.Call{Aux: id, N: 1, Data: []byte{1, 2}}, cudaerr.InvalidValue},
+			{"count differs", calls.Call{Aux: id, N: 2, Data: encode(good)}, cudaerr.InvalidValue},
+			{"peer out of range", calls.Call{Aux: id, N: 1, Data: bad(func(o *calls.GroupOp) { o.Peer = 4 })}, cudaerr.InvalidValue},
+			{"buffer past its allocation", calls.Call{Aux: id, N: 1, Data: bad(func(o *calls.GroupOp) { o.Count = 17 })}, cudaerr.InvalidValue},
+			{"unknown type", calls.Call{Aux: id, N: 1, Data: bad(func(o *calls.GroupOp) { o.DType = 42 })}, cudaerr.InvalidValue},
+			{"send to self unmatched", calls.Call{Aux: id, N: 1, Data: bad(func(o *calls.GroupOp) { o.Peer = 0 })}, cudaerr.InvalidValue},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				wantCode(t, "CollGroup", callStatus(t, c, calls.OpCollGroup, tt.call), tt.want)
+			})
+		}
+	})
+}

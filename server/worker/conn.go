@@ -306,6 +306,8 @@ func (c *conn) dispatch(h *wire.Header, body []byte) bool {
 		c.commInit(r, call)
 	case calls.OpCollective:
 		c.collective(r, call)
+	case calls.OpCollGroup:
+		c.collGroup(r, call)
 	case calls.OpCommDestroy:
 		c.commDestroy(r, call)
 	default:

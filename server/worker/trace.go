@@ -80,7 +80,7 @@ func callBytes(op wire.Op, c *calls.Call) int64 {
 func collSpan(span trace.Span, j *collJob, rank, ranks int) trace.Span {
 	if span != nil && span.IsRecording() {
 		span.SetAttributes(
-			keyCollective.String(j.kind.String()),
+			keyCollective.String(j.name()),
 			keyRank.Int(rank),
 			keyRanks.Int(ranks),
 			telemetry.KeyBytes.Int64(int64(max(j.sendBytes, j.recvBytes))),
