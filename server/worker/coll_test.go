@@ -15,6 +15,7 @@ import (
 	"github.com/xgpu/xgpu/internal/calls"
 	"github.com/xgpu/xgpu/internal/cudaerr"
 	"github.com/xgpu/xgpu/internal/wire"
+	"github.com/xgpu/xgpu/server/backend"
 	"github.com/xgpu/xgpu/server/worker/workertest"
 )
 
@@ -31,19 +32,27 @@ type collCluster struct {
 // devices; logical devices are numbered across the workers in order.
 func newCollCluster(t testing.TB, perWorker ...int) *collCluster {
 	t.Helper()
+	return newCollClusterOn(t, func(t testing.TB, n int) backend.Backend { return newHost(t, n) }, func(k int) int { return k }, perWorker...)
+}
+
+// newCollClusterOn is newCollCluster with the backend of each worker from
+// mk (given its device count) and device k of a worker on physical device
+// phys(k).
+func newCollClusterOn(t testing.TB, mk func(t testing.TB, n int) backend.Backend, phys func(k int) int, perWorker ...int) *collCluster {
+	t.Helper()
 	cl := &collCluster{}
 	next := uint32(0)
 	for i, n := range perWorker {
 		var devs []DeviceConfig
 		for k := range n {
-			devs = append(devs, devCfg(next, k))
+			devs = append(devs, devCfg(next, phys(k)))
 			cl.hostOf = append(cl.hostOf, i)
 			next++
 		}
 		cfg := testConfig(devs...)
 		cfg.SessionID = fmt.Sprintf("s-coll-%d", i)
 		cfg.Token = fmt.Sprintf("coll-token-%02d-0123456789abcdef", i)
-		r := start(t, cfg, newHost(t, n))
+		r := start(t, cfg, mk(t, n))
 		cl.workers = append(cl.workers, r)
 		cl.tokens = append(cl.tokens, cfg.Token)
 		cl.clients = append(cl.clients, dial(t, r, cfg.Token))
@@ -372,8 +381,10 @@ func TestCollectiveBypassesClient(t *testing.T) {
 // messages run on the rank's device (its Reducer kernels, in place on
 // mapped host memory) and that small ones stay on the CPU.
 func TestCollectiveReducesOnDevice(t *testing.T) {
-	cl := newCollCluster(t, 1, 1)
-	devs := []uint32{0, 1}
+	testReducesOnDevice(t, newCollCluster(t, 1, 1), []uint32{0, 1})
+}
+
+func testReducesOnDevice(t *testing.T, cl *collCluster, devs []uint32) {
 	stats := func() (dev, host uint64) {
 		for _, w := range cl.workers {
 			st := w.w.CollectiveStats()
