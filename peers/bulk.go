@@ -154,6 +154,9 @@ func (c *Conn) SendBulk(ctx context.Context, id uint64, p []byte) error {
 	if err := c.Err(); err != nil {
 		return err
 	}
+	if l := c.localLane(); l != nil {
+		return l.send(ctx, id, p)
+	}
 	chunk := c.cfg.ChunkSize
 	nchunks := (len(p) + chunk - 1) / chunk
 	nstreams := max(1, min(nchunks, max(1, len(c.lanes))))
@@ -327,6 +330,9 @@ func writeStatus(s *quic.Stream, code BulkCode, msg string) {
 func (c *Conn) RecvBulk(ctx context.Context, id uint64, dst []byte) error {
 	if err := c.Err(); err != nil {
 		return err
+	}
+	if l := c.localLane(); l != nil {
+		return l.recv(ctx, id, dst)
 	}
 	t, err := c.reg.register(id, dst)
 	if err != nil {

@@ -103,6 +103,8 @@ type Conn struct {
 	rawBulk chan *BulkStream // incoming raw bulk streams not yet accepted
 	reg     registry
 	next    atomic.Uint32 // round-robin lane choice
+
+	local atomic.Pointer[localLane] // the local lane, once attached (local.go)
 }
 
 func newConn(cfg Config, primary *lane) *Conn {

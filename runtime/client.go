@@ -50,6 +50,7 @@ type device struct {
 	s      *session
 	lo, hi uint64 // address window
 	allocs allocTable
+	attrs  attrCache // the GPU's attributes, once asked (DeviceAttributes)
 }
 
 // Open opens a session on every server of cfg.Map for the devices it
@@ -231,6 +232,9 @@ func (c *Client) openSession(ctx context.Context, addr string, devs []int) (_ *s
 		s.wg.Wait()
 		return nil, fmt.Errorf("runtime: hello to worker %s of server %s: %w", s.addr, addr, err)
 	}
+	if c.localLaneWanted() {
+		s.joinLocal(ctx)
+	}
 	return s, nil
 }
 
@@ -303,6 +307,10 @@ type SessionStats struct {
 
 	BulkTransfersSent     uint64
 	BulkTransfersReceived uint64
+
+	// LocalLane: the session's bulk transfers go through shared memory
+	// (the worker is on this host; see Config.NoLocalLane).
+	LocalLane bool
 }
 
 // Stats are the client's counters, one entry per session in the order of
@@ -350,6 +358,7 @@ func (c *Client) Stats() Stats {
 			PayloadReceived:       st.payloadReceived.Load(),
 			BulkTransfersSent:     st.bulkTransfersSent.Load(),
 			BulkTransfersReceived: st.bulkTransfersRecv.Load(),
+			LocalLane:             s.conn.HasLocal(),
 		}
 	}
 	return out

@@ -79,6 +79,13 @@ type Config struct {
 	// lanes).
 	Transport *peers.Config
 
+	// NoLocalLane keeps bulk data on QUIC. Zero: a session whose worker
+	// runs on this host (and in this network namespace) moves its copies
+	// through shared memory (a peers local lane), which the client finds
+	// out by trying; the calls stay on QUIC either way. The environment
+	// variable XGPU_LOCAL_LANE=0 has the same effect.
+	NoLocalLane bool
+
 	// ChunkSize is the piece size copies larger than it are cut into, so
 	// that the transfer of one piece overlaps the device copy of the last
 	// and the workers' staging stays bounded. Zero: DefaultChunkSize

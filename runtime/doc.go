@@ -14,6 +14,8 @@
 //	err = c.StreamSynchronize(s)                                 // out holds the data; async failures surface here
 //	err = c.MemcpyPeer(q, 9, p, 3, 64<<20)                       // worker to worker when 3 and 9 sit on two servers
 //	code := cudaerr.Code(err)                                    // the cudaError_t of any error
+//	a, err := c.DeviceAttributes(3)                              // the GPU's own attributes, asked once per device
+//	sms, _ := a.Get(runtime.DevAttrMultiProcessorCount)
 //
 // # Sessions
 //

@@ -63,9 +63,29 @@ func wantCode(t testing.TB, err error, code cudaerr.Error) {
 // at uneven offsets, and reads it back.
 func TestCopiesToEveryDevice(t *testing.T) {
 	cl := newCluster(t, 3, 2)
-	cfg := cl.config()
-	cfg.dataAddr = nil // no relay: this test moves a lot of data
-	c := cl.open(t, cfg)
+	// Client and workers share this host: bulk data goes through local
+	// lanes (shared memory) unless the client turns them off.
+	for _, quic := range []bool{false, true} {
+		name := "local lane"
+		if quic {
+			name = "quic"
+		}
+		t.Run(name, func(t *testing.T) {
+			cfg := cl.config()
+			cfg.dataAddr = nil // no relay: this test moves a lot of data
+			cfg.NoLocalLane = quic
+			c := cl.open(t, cfg)
+			copiesToEveryDevice(t, c)
+			for _, s := range c.Stats().Sessions {
+				if s.LocalLane == quic {
+					t.Errorf("session on %s: local lane %v, want %v", s.Server, s.LocalLane, !quic)
+				}
+			}
+		})
+	}
+}
+
+func copiesToEveryDevice(t *testing.T, c *Client) {
 	small := []int{1, 7, 255, 4096 + 3, calls.InlineMax, calls.InlineMax + 1, 1<<20 + 17}
 	// Sizes around and across chunk boundaries, and 64 MiB, on some
 	// devices each: every size crosses the network once per direction.

@@ -94,6 +94,8 @@ type waiter struct {
 	err    error // reply part: a transport or protocol failure
 
 	dst     []byte // where D2H data goes
+	upTo    bool   // dst bounds the reply's data rather than fixing its length; n says how much came
+	n       int    // bytes of reply data copied into dst
 	bulk    bool   // the data comes by a bulk transfer named by the request id
 	bulkErr error  // bulk part
 	cancel  context.CancelFunc
@@ -435,11 +437,13 @@ func (s *session) deliver(h *wire.Header, body []byte) error {
 				w.err = fmt.Errorf("runtime: %s reply names bulk transfer %d with %d inline bytes, want transfer %d",
 					calls.Name(h.Op), rep.V1, len(rep.Data), h.ReqID)
 			}
-		case len(rep.Data) != len(w.dst):
+		case len(rep.Data) != len(w.dst) && !(w.upTo && len(rep.Data) < len(w.dst)):
 			w.err = fmt.Errorf("runtime: %s reply carries %d bytes, want %d", calls.Name(h.Op), len(rep.Data), len(w.dst))
 		default:
-			copy(w.dst, rep.Data)
-			s.stats.payloadReceived.Add(uint64(len(rep.Data)))
+			w.n = copy(w.dst, rep.Data)
+			if !w.upTo { // upTo replies carry metadata (attributes, lane offers), not copies
+				s.stats.payloadReceived.Add(uint64(len(rep.Data)))
+			}
 		}
 	}
 	if w.cancel != nil && (w.status != 0 || w.err != nil) {

@@ -52,6 +52,9 @@ const (
 	OpModuleGetGlobal   wire.Op = 34 // Dev, Aux: module, Text: symbol -> V1: address, V2: size
 	OpLaunchKernel      wire.Op = 35 // Dev, Stream, Aux: function, Grid, Block, SharedMem, Data: packed arguments
 
+	// Devices.
+	OpDeviceGetAttributes wire.Op = 36 // Dev -> V1: attributes answered, Data: the attribute set (AppendAttrs)
+
 	// Opcodes 64 and up (collectives) and opLimit are in collective.go;
 	// opcodes up to 63 go here.
 )
@@ -67,6 +70,7 @@ var opNames = [opLimit]string{
 	OpCloseSession: "CloseSession", OpModuleHave: "ModuleHave", OpModuleLoad: "ModuleLoad", OpModuleUnload: "ModuleUnload",
 	OpModuleGetFunction: "ModuleGetFunction", OpFuncGetParams: "FuncGetParams", OpFuncGetAttribute: "FuncGetAttribute",
 	OpFuncSetAttribute: "FuncSetAttribute", OpModuleGetGlobal: "ModuleGetGlobal", OpLaunchKernel: "LaunchKernel",
+	OpDeviceGetAttributes: "DeviceGetAttributes",
 }
 
 // Name returns the API name of op, or "Op(n)" for an unknown one.
@@ -134,6 +138,8 @@ var opFields = [opLimit]uint32{
 	OpFuncSetAttribute:  fDev | fN | fAux | fAux2,
 	OpModuleGetGlobal:   fDev | fAux | fText,
 	OpLaunchKernel:      fDev | fStream | fAux | fLaunch | fData,
+
+	OpDeviceGetAttributes: fDev,
 }
 
 // Call is the body of a request frame. Which fields travel is fixed by the

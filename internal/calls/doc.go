@@ -22,6 +22,12 @@
 // shared memory (Call.Grid, Call.Block, Call.SharedMem) and the packed
 // arguments inline (at most MaxKernelArgs bytes).
 //
+// Devices: OpDeviceGetAttributes answers every attribute the device's
+// driver answers (CUDA's cudaDeviceAttr numbers, 1..MaxAttr-1; one it
+// refuses is absent) as one compact set in the reply's data: a bitmap of
+// the attributes present, then their int32 values (AppendAttrs,
+// DecodeAttrs).
+//
 // The types are plain values; a Call or Reply must not be used by two
 // goroutines at once.
 package calls

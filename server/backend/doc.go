@@ -19,10 +19,11 @@
 //	err = dev.StreamSynchronize(ctx, backend.LegacyStream)
 //	if cudaerr.Sticky(cudaerr.Code(err)) { /* the context is lost: close dev */ }
 //
-// Two optional interfaces extend a Device: Kernels (load modules, learn
-// kernels' parameter layouts, launch in stream order) and Reducer
-// (element-wise reductions for the collectives). Both backends implement
-// them; callers find them with a type assertion.
+// Optional interfaces extend a Device: Kernels (load modules, learn
+// kernels' parameter layouts, launch in stream order), Reducer
+// (element-wise reductions for the collectives) and Attributes (the
+// physical device's cuDeviceGetAttribute values, DeviceAttrs). Both
+// backends implement them; callers find them with a type assertion.
 //
 // Every Backend and Device method is safe for concurrent use by multiple
 // goroutines. Package backendtest holds the conformance suite every

@@ -22,6 +22,7 @@ type Backend struct {
 	cfg     Config
 	devs    []Device // CUDA device of each index
 	infos   []backend.Info
+	attrs   []attrSlot    // attributes of each index, read once (attrs.go)
 	nextDev atomic.Uint64 // Device ids, the top bits of stream handles
 	nextEv  atomic.Uint64 // event handles
 
@@ -60,6 +61,7 @@ func New(cfg Config) (backend.Backend, error) {
 		cfg:     cfg,
 		devs:    make([]Device, n),
 		infos:   make([]backend.Info, n),
+		attrs:   make([]attrSlot, n),
 		gpus:    make([]*gpu, n),
 		devices: make(map[*DeviceContext]struct{}),
 		events:  make(map[backend.Event]*event),

@@ -46,6 +46,8 @@
 //	err = dev.StreamSynchronize(ctx, backend.LegacyStream)
 //	// kernels (backend.Kernels): LoadModule, Function, FuncParams, LaunchKernel
 //	// reductions (backend.Reducer): Reduce, Divide
+//	// attributes (backend.Attributes): DeviceAttributes, every
+//	// cuDeviceGetAttribute value of the GPU, read once per GPU
 //
 // Open reserves the Device's whole address window at spec.WindowBase with
 // cuMemAddressReserve and fails if the driver places it elsewhere, so that

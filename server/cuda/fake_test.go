@@ -101,6 +101,8 @@ func fakeChild(t *testing.T, lib string) {
 		}
 	})
 
+	t.Run("DeviceAttributes", func(t *testing.T) { testFakeAttributes(t, newBackend) })
+
 	t.Run("KernelCallsReportDriverErrors", func(t *testing.T) {
 		b := newBackend(t)
 		defer b.Close()

@@ -15,6 +15,11 @@
 // fails to load with cudaErrorNoKernelImageForDevice. It runs every memory
 // operation, and the collectives' reductions (backend.Reducer), for real.
 //
+// Its devices answer the attributes of the GPU they emulate
+// (backend.Attributes): those an H200 reported (H200Attributes), with the
+// Config's SM count and compute capability and each device's PCI location
+// put in.
+//
 // # Memory
 //
 // An allocation is a Go byte slice standing for a range of the Device's

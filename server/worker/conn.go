@@ -250,7 +250,7 @@ func (c *conn) dispatch(h *wire.Header, body []byte) bool {
 		}
 		return true
 	}
-	if !r.noReply && r.op != calls.OpCloseSession && r.op != calls.OpHello {
+	if !r.noReply && r.op != calls.OpCloseSession && r.op != calls.OpHello && r.op != calls.OpDeviceGetAttributes && r.op != calls.OpLocalLane {
 		// A failure of earlier asynchronous work is this call's result;
 		// the call itself does not run.
 		if code := c.w.takeDeferred(); code != 0 {
@@ -302,12 +302,16 @@ func (c *conn) dispatch(h *wire.Header, body []byte) bool {
 		c.funcAttribute(r, call)
 	case calls.OpModuleGetGlobal:
 		c.moduleGetGlobal(r, call)
+	case calls.OpDeviceGetAttributes:
+		c.deviceAttributes(r, call)
 	case calls.OpCommInit:
 		c.commInit(r, call)
 	case calls.OpCollective:
 		c.collective(r, call)
 	case calls.OpCollGroup:
 		c.collGroup(r, call)
+	case calls.OpLocalLane:
+		c.localLane(r, call)
 	case calls.OpCommDestroy:
 		c.commDestroy(r, call)
 	default:

@@ -341,10 +341,15 @@ CUresult cuDeviceGetUuid_v2(unsigned char *u, CUdevice d) {
 }
 
 CUresult cuDeviceGetAttribute(int *v, int attr, CUdevice d) {
+	/* A driver refuses the numbers it does not know: past the last one,
+	 * and a retired one. */
+	if (attr <= 0 || attr > 147 || attr == 92) return INVALID_VALUE;
 	switch (attr) {
 	case 75: *v = 9; break;
 	case 76: *v = 0; break;
 	case 16: *v = 132; break;
+	case 33: *v = 0x18 + 0x20 * d; break; /* the bus of cuDeviceGetPCIBusId */
+	case 131: *v = -1; break;             /* NUMA id: none */
 	default: *v = 1; break;
 	}
 	return OK;
