@@ -4,12 +4,44 @@ Run natively and through xgpu's libcudart.so.13 and libcuda.so.1
 (examples/pytorch/run.sh); the standard output must be the same. Exits
 non-zero on a wrong number. The last check uses a kernel PyTorch compiles at
 run time (the jiterator: NVRTC, then cuModuleLoadData and cuLaunchKernel
-through the driver API).
+through the driver API); then a CUDA graph is captured with torch.cuda.graph
+and replayed.
 """
 import os
 import sys
 
 import torch
+
+
+def cuda_graph(dev: torch.device) -> bool:
+    """Captures a few element-wise ops on a static input with
+    torch.cuda.graph (stream capture on a side stream), replays the graph
+    twice with new data copied into the input, and compares each replay
+    with the same ops run eagerly."""
+    def ops(t):
+        return (t * 3 + 1).relu() * t.sin() + t.exp().log1p()
+
+    with torch.cuda.device(dev):
+        static_in = torch.zeros(1 << 16, device=dev)
+        s = torch.cuda.Stream(device=dev)
+        s.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(s):              # warm up off the default stream, as PyTorch advises
+            for _ in range(2):
+                ops(static_in)
+        torch.cuda.current_stream(dev).wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            static_out = ops(static_in)
+        ok = True
+        for seed in (1, 2):
+            gen = torch.Generator().manual_seed(seed)
+            data = torch.randn(1 << 16, generator=gen).to(dev)
+            static_in.copy_(data)
+            g.replay()
+            torch.cuda.synchronize(dev)
+            ok = ok and bool(torch.allclose(static_out, ops(data), rtol=1e-5, atol=1e-5))
+        del g
+        return ok
 
 
 def main() -> int:
@@ -49,6 +81,10 @@ def main() -> int:
             ok = False
         bad += not ok
         print(f"device {d}: bessel_j0 (run-time compiled kernel) {'ok' if ok else 'WRONG'}")
+    for d in range(n):
+        ok = cuda_graph(torch.device("cuda", d))
+        bad += not ok
+        print(f"device {d}: cuda graph (capture, replay twice) {'ok' if ok else 'WRONG'}")
     print("PASS" if bad == 0 else "FAIL")
     return 1 if bad else 0
 

@@ -36,7 +36,7 @@ f="$here/facade"
   -Wl,-soname,libcudart.so.13 \
   -Wl,--version-script="$f/zz_generated_libcudart.map" \
   -o "$out/libcudart.so.13" \
-  "$f/facade.c" "$f/facade_kernels.c" "$f/facade_entry.c" "$f/zz_generated_stubs.c" "$f/zz_generated_errors.c" \
+  "$f/facade.c" "$f/facade_kernels.c" "$f/facade_entry.c" "$f/facade_graphs.c" "$f/zz_generated_stubs.c" "$f/zz_generated_errors.c" \
   -L"$out" -lxgpu -ldl -lpthread
 ln -sf libcudart.so.13 "$out/libcudart.so"
 

@@ -87,7 +87,7 @@ func xgpu_device_can_access_peer(dev, peer C.int, can *C.int) C.int {
 }
 
 //export xgpu_device_synchronize
-func xgpu_device_synchronize(dev C.int) C.int { return ret(shim.DeviceSynchronize(int(dev))) }
+func xgpu_device_synchronize(dev C.int) C.int { return ret(shim.Synchronize(int(dev))) }
 
 //export xgpu_device_by_pci_bus_id
 func xgpu_device_by_pci_bus_id(id *C.char, dev *C.int) C.int {
@@ -180,8 +180,8 @@ func xgpu_stream_query(dev C.int, stream C.uint64_t) C.int {
 }
 
 //export xgpu_stream_wait_event
-func xgpu_stream_wait_event(dev C.int, stream, event C.uint64_t) C.int {
-	return ret(shim.StreamWaitEvent(int(dev), uint64(stream), uint64(event)))
+func xgpu_stream_wait_event(dev C.int, stream, event C.uint64_t, flags C.uint) C.int {
+	return ret(shim.StreamWaitEventFlags(int(dev), uint64(stream), uint64(event), uint32(flags)))
 }
 
 //export xgpu_stream_info
@@ -205,8 +205,8 @@ func xgpu_event_create(dev C.int, flags C.uint, event *C.uint64_t) C.int {
 }
 
 //export xgpu_event_record
-func xgpu_event_record(event C.uint64_t, dev C.int, stream C.uint64_t) C.int {
-	return ret(shim.EventRecord(uint64(event), int(dev), uint64(stream)))
+func xgpu_event_record(event C.uint64_t, dev C.int, stream C.uint64_t, flags C.uint) C.int {
+	return ret(shim.EventRecordFlags(uint64(event), int(dev), uint64(stream), uint32(flags)))
 }
 
 //export xgpu_event_query

@@ -3,15 +3,19 @@ package core
 import (
 	"encoding/hex"
 	"fmt"
+	"iter"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/xgpu/xgpu/devicemap"
 	"github.com/xgpu/xgpu/internal/cudaerr"
+	"github.com/xgpu/xgpu/runtime"
 )
 
 // MaxAttr bounds the cudaDeviceAttr values a Device holds.
-const MaxAttr = 256
+const MaxAttr = int(runtime.MaxDeviceAttr)
 
 // cudaDeviceAttr values the shim sets per device.
 const (
@@ -36,10 +40,28 @@ type Device struct {
 	Server   string        // the server's address: devices of one server share a worker
 }
 
-// newDevice describes logical device i of m. The attributes are those of
-// an H200 (the profile measured on one), with the values the map knows
-// (compute capability, SM count, PCI location) put in; see
-// docs/cuda-shim.md for what that means for other GPUs.
+// attrState is the Shim's part of device attributes: each device's
+// attributes are asked of its server at the first call that needs them
+// (Shim.Device) and kept.
+type attrState struct {
+	// fetch asks the server; nil: runtime.Client.DeviceAttributes.
+	// Tests replace it.
+	fetch func(c *runtime.Client, dev int) (*runtime.DeviceAttributes, error)
+
+	once   sync.Once   // makes devs
+	devs   []attrDev   // per logical device
+	warned atomic.Bool // the fallback was logged
+}
+
+// attrDev is one device's entry of attrState.
+type attrDev struct {
+	mu  sync.Mutex             // serializes the first fetch
+	dev atomic.Pointer[Device] // the device with its attributes; nil until known
+}
+
+// newDevice describes logical device i of m with the facts the map is
+// authoritative for: name, UUID, PCI bus id and the memory quota. The
+// attributes come later (withServerAttrs, or withFallbackAttrs).
 func newDevice(m *devicemap.Map, i int) Device {
 	d := &m.Devices[i]
 	out := Device{Name: d.Properties.Name, TotalMem: d.MemoryQuota, Server: d.Address}
@@ -47,27 +69,60 @@ func newDevice(m *devicemap.Map, i int) Device {
 		out.Name = "xgpu device"
 	}
 	out.UUID = parseUUID(d.GPUUUID)
-	for a, v := range h200 {
-		if a > 0 && a < MaxAttr {
-			out.Attrs[a], out.Valid[a] = v, true
-		}
-	}
-	set := func(a, v int) { out.Attrs[a], out.Valid[a] = v, true }
-	if d.Properties.MultiprocessorCount > 0 {
-		set(attrMultiProcessorCount, d.Properties.MultiprocessorCount)
-	}
-	if maj, min, ok := parseCC(d.Properties.ComputeCapability); ok {
-		set(attrComputeMajor, maj)
-		set(attrComputeMinor, min)
-	}
 	if dom, bus, dev, ok := parsePCI(d.Properties.PCIBusID); ok {
-		set(attrPciDomainID, dom)
-		set(attrPciBusID, bus)
-		set(attrPciDeviceID, dev)
 		out.PCIBusID = fmt.Sprintf("%04x:%02x:%02x.0", dom, bus, dev)
 	}
-	set(attrMultiGpuBoardGroupID, d.GPUIndex)
 	return out
+}
+
+// set puts attribute a in d.
+func (d *Device) set(a, v int) { d.Attrs[a], d.Valid[a] = v, true }
+
+// withServerAttrs fills d's attributes with those the server's driver
+// reported for the GPU under the device (attrs, as
+// runtime.DeviceAttributes.All yields them), then puts in what the map
+// says of the device: its PCI location (so that the attributes agree
+// with the bus id cudaDeviceGetPCIBusId reports) and its board group (the
+// GPU's index on its server, distinct for the GPUs of one server).
+func withServerAttrs(d *Device, md *devicemap.Device, attrs iter.Seq2[runtime.DeviceAttr, int]) {
+	d.Attrs, d.Valid = [MaxAttr]int{}, [MaxAttr]bool{}
+	for a, v := range attrs {
+		if a > 0 && int(a) < MaxAttr {
+			d.set(int(a), v)
+		}
+	}
+	withMapAttrs(d, md)
+}
+
+// withFallbackAttrs fills d's attributes for a server that does not
+// report them (one that predates OpDeviceGetAttributes): an H200's
+// (fallbackH200), with the SM count and compute capability the map knows
+// put in, then the map's facts as withServerAttrs does.
+func withFallbackAttrs(d *Device, md *devicemap.Device) {
+	d.Attrs, d.Valid = [MaxAttr]int{}, [MaxAttr]bool{}
+	for a, v := range fallbackH200 {
+		if a > 0 && a < MaxAttr {
+			d.set(a, v)
+		}
+	}
+	if md.Properties.MultiprocessorCount > 0 {
+		d.set(attrMultiProcessorCount, md.Properties.MultiprocessorCount)
+	}
+	if maj, min, ok := parseCC(md.Properties.ComputeCapability); ok {
+		d.set(attrComputeMajor, maj)
+		d.set(attrComputeMinor, min)
+	}
+	withMapAttrs(d, md)
+}
+
+// withMapAttrs puts in the attributes the map is authoritative for.
+func withMapAttrs(d *Device, md *devicemap.Device) {
+	if dom, bus, dev, ok := parsePCI(md.Properties.PCIBusID); ok {
+		d.set(attrPciDomainID, dom)
+		d.set(attrPciBusID, bus)
+		d.set(attrPciDeviceID, dev)
+	}
+	d.set(attrMultiGpuBoardGroupID, md.GPUIndex)
 }
 
 // parseUUID reads "GPU-2f351d10-ad9d-9be2-a181-942fc6c6671f" into 16
@@ -118,11 +173,51 @@ func (s *Shim) DeviceCount() (int, error) {
 
 // Device returns what the CUDA API reports about device dev. The result
 // must not be modified.
+//
+// The attributes are those of the GPU under the device, as its server's
+// driver reports them: the first call for a device asks the server
+// (runtime.Client.DeviceAttributes) and later calls return the same
+// Device. A server that predates the question (cudaErrorNotSupported)
+// gets an H200's attributes with the map's facts put in, and a warning,
+// once per process; another failure (the server is gone) is returned and
+// the next call asks again.
 func (s *Shim) Device(dev int) (*Device, error) {
-	if _, err := s.device(dev); err != nil {
+	c, err := s.device(dev)
+	if err != nil {
 		return nil, err
 	}
-	return &s.devs[dev], nil
+	st := &s.attrs
+	st.once.Do(func() { st.devs = make([]attrDev, len(s.devs)) })
+	ad := &st.devs[dev]
+	if d := ad.dev.Load(); d != nil {
+		return d, nil
+	}
+	ad.mu.Lock()
+	defer ad.mu.Unlock()
+	if d := ad.dev.Load(); d != nil {
+		return d, nil
+	}
+	fetch := st.fetch
+	if fetch == nil {
+		fetch = (*runtime.Client).DeviceAttributes
+	}
+	d := s.devs[dev]
+	md := &s.m.Devices[dev]
+	a, err := fetch(c, dev)
+	switch {
+	case err == nil:
+		withServerAttrs(&d, md, a.All())
+	case cudaerr.Code(err) == cudaerr.NotSupported:
+		if !st.warned.Swap(true) {
+			s.Logger().Warn("the server does not report its GPUs' attributes (it predates them); CUDA reports an H200's, with the device map's SM count and compute capability",
+				"device", dev, "server", md.Address, "err", err)
+		}
+		withFallbackAttrs(&d, md)
+	default:
+		return nil, err
+	}
+	ad.dev.Store(&d)
+	return &d, nil
 }
 
 // DeviceByPCIBusID returns the first device whose PCI bus id is id

@@ -28,10 +28,25 @@
 // parameter layout is learned then and kept, so that later launches pack
 // their arguments with no round trip.
 //
-// Device attributes come from a profile measured on an H200 with the
-// device map's facts (name, compute capability, SM count, PCI location,
-// memory quota) put in; docs/cuda-shim.md says what that means for other
-// GPUs.
+// Device attributes are those of the GPU under each device, as its
+// server's driver reports them, asked at the first call that needs them
+// (cudaGetDeviceProperties, cudaDeviceGetAttribute) and kept; the device
+// map's facts (name, UUID, PCI location, memory quota, board group) are
+// put in. A server too old to report them gets an H200's attributes and a
+// warning; docs/cuda-shim.md says more.
+//
+// Graphs, stream capture and memory pools are client-side: a capture turns
+// the asynchronous calls queued on a capturing stream into nodes of a
+// graph; an executable graph replays its nodes on a stream in a
+// topological order; a pool hands out and takes back blocks of device
+// memory in stream order (docs/cuda-shim.md, "Graphs and memory pools").
+//
+//	err = s.BeginCapture(dev, stream, core.CaptureModeGlobal, thread, 0, nil)
+//	err = s.Launch(k, dev, grid, block, shmem, stream, argv) // becomes a node
+//	g, err := s.EndCapture(stream, thread)
+//	x, err := s.GraphInstantiate(g, 0)
+//	err = s.GraphLaunch(x, dev, stream)
+//	p, err := s.MallocAsync(dev, 0, size, stream)            // the device's current pool
 //
 // # Concurrency
 //

@@ -177,6 +177,15 @@ func (s *Shim) FunctionLaunch(h uint64, grid, block [3]uint32, sharedMem, stream
 	if err != nil {
 		return err
 	}
+	if s.graphs.active.Load() != 0 {
+		var pk []byte
+		if args == nil && packed != nil && packedSize >= uint64(f.size) {
+			pk = unsafe.Slice((*byte)(packed), f.size)
+		}
+		if captured, err := s.captureKernel(f.dev, stream, f.fn, f.name, f.params, f.size, grid, block, sharedMem, args, pk); captured || err != nil {
+			return err
+		}
+	}
 	if args == nil && packed != nil {
 		if packedSize < uint64(f.size) {
 			return fmt.Errorf("core: launch of %s: %d bytes of packed arguments, its parameters take %d: %w",

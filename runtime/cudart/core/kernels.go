@@ -323,6 +323,11 @@ func (s *Shim) Launch(h uint64, dev int, grid, block [3]uint32, sharedMem, strea
 	if err != nil {
 		return err
 	}
+	if s.graphs.active.Load() != 0 {
+		if captured, err := s.captureKernel(dev, stream, kd.fn, kn.name, kd.params, kd.size, grid, block, sharedMem, args, nil); captured || err != nil {
+			return err
+		}
+	}
 	return launchArgs(c, dev, kd.fn, kn.name, kd.params, kd.size, grid, block, uint32(sharedMem), st, args)
 }
 

@@ -28,11 +28,17 @@ func (s *Shim) Malloc(dev int, size uint64) (uint64, error) {
 	return c.Malloc(dev, size)
 }
 
-// Free frees the allocation at ptr (0: nothing).
+// Free frees the allocation at ptr (0: nothing); memory a pool handed out
+// (MallocAsync) leaves its pool.
 func (s *Shim) Free(ptr uint64) error {
 	c, err := s.Client()
 	if err != nil {
 		return err
+	}
+	if ptr != 0 && s.pools.live.Load() != 0 {
+		if done, err := s.freePoolBlock(c, ptr); done {
+			return err
+		}
 	}
 	return c.Free(ptr)
 }
@@ -79,7 +85,8 @@ func hostBytes(p unsafe.Pointer, n uint64) []byte {
 // synchronous copy (async false) behaves as cudaMemcpy: it returns once
 // host memory involved is done with, and, for a copy into host memory,
 // once the data is there. An asynchronous one behaves as cudaMemcpyAsync:
-// a device-to-host copy writes dst later, once the stream gets to it.
+// a device-to-host copy writes dst later, once the stream gets to it. On a
+// capturing stream the copy becomes a node of the capture's graph.
 func (s *Shim) Memcpy(dst, src unsafe.Pointer, n uint64, kind, dev int, stream uint64, async bool) error {
 	c, err := s.device(dev)
 	if err != nil {
@@ -90,6 +97,35 @@ func (s *Shim) Memcpy(dst, src unsafe.Pointer, n uint64, kind, dev int, stream u
 	}
 	if n == 0 {
 		return nil
+	}
+	actual, err := s.copyKind(dst, src, kind)
+	if err != nil {
+		return err
+	}
+	st, err := s.stream(dev, stream)
+	if err != nil {
+		return err
+	}
+	if s.graphs.active.Load() != 0 {
+		if !async {
+			if err := s.checkSync("cudaMemcpy", dev, 0); err != nil {
+				return err
+			}
+		} else {
+			o := nodeOp{kind: NodeMemcpy, dev: dev, dst: dst, src: src, n: n, copyKind: actual}
+			if captured, err := s.captureOp("cudaMemcpyAsync", dev, stream, o); captured || err != nil {
+				return err
+			}
+		}
+	}
+	return s.copyOn(c, dst, src, n, actual, st, async)
+}
+
+// copyKind returns the direction of a copy from src to dst by the
+// pointers, checked against kind (a cudaMemcpyKind).
+func (s *Shim) copyKind(dst, src unsafe.Pointer, kind int) (int, error) {
+	if kind < HostToHost || kind > Default {
+		return 0, fmt.Errorf("core: memcpy kind %d: %w", kind, cudaerr.InvalidMemcpyDirection)
 	}
 	dDev, sDev := s.isDevice(uintptr(dst)), s.isDevice(uintptr(src))
 	actual := HostToHost
@@ -105,14 +141,15 @@ func (s *Shim) Memcpy(dst, src unsafe.Pointer, n uint64, kind, dev int, stream u
 		// CUDA with unified addressing copies by the pointers' real
 		// kinds; a wrong direction would take host memory for a device
 		// address or the reverse, so refuse it.
-		return fmt.Errorf("core: memcpy kind %d does not match the pointers %p (device %v) and %p (device %v): %w",
+		return 0, fmt.Errorf("core: memcpy kind %d does not match the pointers %p (device %v) and %p (device %v): %w",
 			kind, dst, dDev, src, sDev, cudaerr.InvalidValue)
 	}
-	kind = actual
-	st, err := s.stream(dev, stream)
-	if err != nil {
-		return err
-	}
+	return actual, nil
+}
+
+// copyOn copies n bytes from src to dst in direction kind (as copyKind
+// found it) on st.
+func (s *Shim) copyOn(c *runtime.Client, dst, src unsafe.Pointer, n uint64, kind int, st runtime.Stream, async bool) error {
 	switch kind {
 	case HostToHost:
 		if async {
@@ -148,10 +185,16 @@ func (s *Shim) MemcpyPeer(dst uint64, dstDev int, src uint64, srcDev int, n uint
 		return err
 	}
 	if !async {
+		if err := s.checkSync("cudaMemcpyPeer", srcDev, 0); err != nil {
+			return err
+		}
 		return c.MemcpyPeer(dst, dstDev, src, srcDev, n)
 	}
 	st, err := s.stream(srcDev, stream)
 	if err != nil {
+		return err
+	}
+	if err := s.refuseCaptured("cudaMemcpyPeerAsync", srcDev, stream); err != nil {
 		return err
 	}
 	return c.MemcpyPeerAsync(dst, dstDev, src, srcDev, n, st)
@@ -163,6 +206,21 @@ func (s *Shim) Memset(dst uint64, value int, n uint64, dev int, stream uint64, a
 	c, err := s.device(dev)
 	if err != nil {
 		return err
+	}
+	if s.graphs.active.Load() != 0 {
+		if !async {
+			if err := s.checkSync("cudaMemset", dev, 0); err != nil {
+				return err
+			}
+		} else if n > 0 {
+			o, err := s.memsetOp(MemsetParams{Dst: dst, Value: uint32(byte(value)), ElementSize: 1, Width: n, Height: 1})
+			if err != nil {
+				return err
+			}
+			if captured, err := s.captureOp("cudaMemsetAsync", dev, stream, o); captured || err != nil {
+				return err
+			}
+		}
 	}
 	if !async || stream == 0 {
 		return c.Memset(dst, byte(value), n)

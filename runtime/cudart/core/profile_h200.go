@@ -1,12 +1,16 @@
 package core
 
-// h200 is every cudaDeviceAttr value cudaDeviceGetAttribute gave for
-// device 0 of a 4 x H200 machine (driver 580.159.04, CUDA 13.0) on
-// 2026-11-28 (examples/cuda/device_query --attrs), including the few
-// values it answers for numbers CUDA 13's enum no longer names.
-// Attributes it refused are absent. Values that differ between devices
-// (PCI location, board group) are replaced per device from the map.
-var h200 = map[int]int{
+// fallbackH200 is what the shim reports for the devices of a server that
+// does not report its GPUs' attributes (one that predates
+// OpDeviceGetAttributes; see Shim.Device): every cudaDeviceAttr value
+// cudaDeviceGetAttribute gave for device 0 of a 4 x H200 machine (driver
+// 580.159.04, CUDA 13.0) on 2026-11-28 (examples/cuda/device_query
+// --attrs), including the few values it answers for numbers CUDA 13's enum
+// no longer names. Attributes it refused are absent. The host backend
+// emulates the same GPU and owns the profile (server/host
+// H200Attributes); a test keeps this copy equal to it, as the client
+// library cannot link server code.
+var fallbackH200 = map[int]int{
 	1:   1024,       // cudaDevAttrMaxThreadsPerBlock
 	2:   1024,       // cudaDevAttrMaxBlockDimX
 	3:   1024,       // cudaDevAttrMaxBlockDimY

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/xgpu/xgpu/devicemap"
 	"github.com/xgpu/xgpu/internal/cudaerr"
@@ -46,6 +47,11 @@ type Shim struct {
 	dmods   table[*driverModule]   // modules loaded through the driver API
 	dfuncs  table[*driverFunction] // their functions
 	kapi    kernelAPI              // tests replace the runtime's kernel calls; nil: the client's
+	attrs   attrState              // the devices' attributes, asked at first need (devices.go)
+
+	graphs   graphState                                   // graphs, executable graphs, stream captures
+	pools    poolState                                    // stream-ordered memory pools
+	hostCall atomic.Pointer[func(fn, arg unsafe.Pointer)] // calls the application's host functions
 
 	unsupported sync.Map // name -> struct{}: names already logged
 }

@@ -164,28 +164,6 @@ func TestDevices(t *testing.T) {
 	wantCode(t, "peer 5", err, cudaerr.InvalidDevice)
 }
 
-func TestNewDevice(t *testing.T) {
-	m := &devicemap.Map{Devices: []devicemap.Device{{
-		GPUUUID: "GPU-2f351d10-ad9d-9be2-a181-942fc6c6671f", GPUIndex: 3, MemoryQuota: 1 << 40, Address: "a:1",
-		Properties: devicemap.Properties{Name: "NVIDIA H200", ComputeCapability: "10.3", PCIBusID: "00000001:1A:06.0", MultiprocessorCount: 148},
-	}, {Address: "a:1", Properties: devicemap.Properties{ComputeCapability: "junk", PCIBusID: "0:0"}}}}
-	d := newDevice(m, 0)
-	want := [16]byte{0x2f, 0x35, 0x1d, 0x10, 0xad, 0x9d, 0x9b, 0xe2, 0xa1, 0x81, 0x94, 0x2f, 0xc6, 0xc6, 0x67, 0x1f}
-	if d.UUID != want || d.Name != "NVIDIA H200" || d.TotalMem != 1<<40 || d.PCIBusID != "0001:1a:06.0" {
-		t.Fatalf("device %+v", d)
-	}
-	for a, v := range map[int]int{attrMultiProcessorCount: 148, attrComputeMajor: 10, attrComputeMinor: 3, attrPciDomainID: 1,
-		attrPciBusID: 0x1a, attrPciDeviceID: 6, attrMultiGpuBoardGroupID: 3} {
-		if d.Attrs[a] != v {
-			t.Errorf("attribute %d = %d, want %d", a, d.Attrs[a], v)
-		}
-	}
-	d = newDevice(m, 1)
-	if d.Name != "xgpu device" || d.UUID != [16]byte{} || d.PCIBusID != "" || d.Attrs[attrComputeMajor] != 9 {
-		t.Fatalf("device without facts %+v", d)
-	}
-}
-
 func TestMemcpy(t *testing.T) {
 	s := newShim(t)
 	const n = 200 << 10 // above calls.InlineMax: a bulk transfer

@@ -44,10 +44,13 @@ func (s *Shim) StreamDestroy(h uint64) error {
 	if !ok {
 		return fmt.Errorf("core: stream handle %#x: %w", h, cudaerr.InvalidResourceHandle)
 	}
+	s.streamDestroyed(h)
 	return c.StreamDestroy(e.st)
 }
 
-// StreamSynchronize waits for stream h (0: dev's legacy stream).
+// StreamSynchronize waits for stream h (0: dev's legacy stream). A
+// capturing stream cannot be waited for: the call fails and invalidates
+// the capture. Memory pools may release memory freed on the stream.
 func (s *Shim) StreamSynchronize(dev int, h uint64) error {
 	c, err := s.device(dev)
 	if err != nil {
@@ -57,7 +60,14 @@ func (s *Shim) StreamSynchronize(dev int, h uint64) error {
 	if err != nil {
 		return err
 	}
-	return c.StreamSynchronize(st)
+	if err := s.checkSync("cudaStreamSynchronize", dev, h); err != nil {
+		return err
+	}
+	if err := c.StreamSynchronize(st); err != nil {
+		return err
+	}
+	s.poolsSynchronized(c, st, false)
+	return nil
 }
 
 // StreamQuery returns nil when stream h is idle, cudaErrorNotReady when
@@ -71,11 +81,21 @@ func (s *Shim) StreamQuery(dev int, h uint64) error {
 	if err != nil {
 		return err
 	}
+	if err := s.checkSync("cudaStreamQuery", dev, h); err != nil {
+		return err
+	}
 	return c.StreamQuery(st)
 }
 
 // StreamWaitEvent makes later work of stream h wait for event e.
 func (s *Shim) StreamWaitEvent(dev int, h, e uint64) error {
+	return s.StreamWaitEventFlags(dev, h, e, 0)
+}
+
+// StreamWaitEventFlags is StreamWaitEvent with cudaStreamWaitEvent's flags
+// (EventWaitExternal). An event recorded in a capturing stream makes h
+// join that capture, or merges the event's dependencies into h's.
+func (s *Shim) StreamWaitEventFlags(dev int, h, e uint64, flags uint32) error {
 	c, err := s.device(dev)
 	if err != nil {
 		return err
@@ -87,6 +107,14 @@ func (s *Shim) StreamWaitEvent(dev int, h, e uint64) error {
 	ev, ok := s.events.get(e)
 	if !ok {
 		return fmt.Errorf("core: event handle %#x: %w", e, cudaerr.InvalidResourceHandle)
+	}
+	if flags&^EventWaitExternal != 0 {
+		return fmt.Errorf("core: stream wait flags %#x: %w", flags, cudaerr.InvalidValue)
+	}
+	if s.graphs.active.Load() != 0 {
+		if captured, err := s.captureStreamWait(dev, h, e, flags); captured || err != nil {
+			return err
+		}
 	}
 	return c.StreamWaitEvent(st, ev)
 }
@@ -126,6 +154,13 @@ func (s *Shim) event(e uint64) (runtime.Event, error) {
 
 // EventRecord records event e on stream h (0: the legacy stream of dev).
 func (s *Shim) EventRecord(e uint64, dev int, h uint64) error {
+	return s.EventRecordFlags(e, dev, h, 0)
+}
+
+// EventRecordFlags is EventRecord with cudaEventRecordWithFlags' flags
+// (EventRecordExternal). In a capturing stream the record is captured: the
+// event stands for the stream's work so far in the capture.
+func (s *Shim) EventRecordFlags(e uint64, dev int, h uint64, flags uint32) error {
 	c, err := s.Client()
 	if err != nil {
 		return err
@@ -143,6 +178,14 @@ func (s *Shim) EventRecord(e uint64, dev int, h uint64) error {
 	if err != nil {
 		return err
 	}
+	if flags&^EventRecordExternal != 0 {
+		return fmt.Errorf("core: event record flags %#x: %w", flags, cudaerr.InvalidValue)
+	}
+	if s.graphs.active.Load() != 0 {
+		if captured, err := s.captureEventRecord(e, dev, h, flags); captured || err != nil {
+			return err
+		}
+	}
 	return c.EventRecord(ev, st)
 }
 
@@ -157,6 +200,9 @@ func (s *Shim) EventQuery(e uint64) error {
 	if err != nil {
 		return err
 	}
+	if err := s.checkEvent("cudaEventQuery", e); err != nil {
+		return err
+	}
 	return c.EventQuery(ev)
 }
 
@@ -168,6 +214,9 @@ func (s *Shim) EventSynchronize(e uint64) error {
 	}
 	ev, err := s.event(e)
 	if err != nil {
+		return err
+	}
+	if err := s.checkEvent("cudaEventSynchronize", e); err != nil {
 		return err
 	}
 	return c.EventSynchronize(ev)
@@ -200,5 +249,6 @@ func (s *Shim) EventDestroy(e uint64) error {
 	if !ok {
 		return fmt.Errorf("core: event handle %#x: %w", e, cudaerr.InvalidResourceHandle)
 	}
+	s.eventDestroyed(e)
 	return c.EventDestroy(ev)
 }

@@ -60,6 +60,11 @@ cudaError_t facade_ret(int e);
  * cudaErrorNotSupported for a function the facade does not serve. */
 cudaError_t facade_unsupported(const char *name);
 
+/* facade_capture_unsafe checks a potentially unsafe call (op names it)
+ * of the calling thread against the stream captures in progress
+ * (facade_graphs.c). */
+int facade_capture_unsafe(const char *op);
+
 /* Generated from internal/cudaerr. */
 int facade_is_sticky(int e);
 

@@ -34,7 +34,6 @@ _Static_assert(sizeof(struct cudaFuncAttributes) == 144, "cudaFuncAttributes is 
  * active, for cuDevicePrimaryCtxGetState). */
 
 static __thread cudaError_t tls_err; /* last error */
-static __thread int tls_capture_mode;
 
 static inline int use_dev(void) { return xgpu_thread_use_device(); }
 
@@ -379,10 +378,15 @@ XGPU_EXPORT cudaError_t cudaDeviceGetCacheConfig(int *c) {
 
 /* ---- memory ---- */
 
+/* Allocation, freeing and page-locked host memory are potentially unsafe
+ * during stream capture (facade_capture_unsafe). */
+
 XGPU_EXPORT cudaError_t cudaMalloc(void **p, size_t size) {
   if (!p) return facade_ret(cudaErrorInvalidValue);
+  int e = facade_capture_unsafe("cudaMalloc");
+  if (e) return facade_ret(e);
   uint64_t ptr = 0;
-  int e = xgpu_malloc(use_dev(), size, &ptr);
+  e = xgpu_malloc(use_dev(), size, &ptr);
   if (e) return facade_ret(e);
   *p = (void *)(uintptr_t)ptr;
   return cudaSuccess;
@@ -391,45 +395,15 @@ XGPU_EXPORT cudaError_t cudaMalloc(void **p, size_t size) {
 XGPU_EXPORT cudaError_t cudaFree(void *p) {
   /* cudaFree(NULL) is the customary way to initialize CUDA (and to make
    * the current device's primary context current). */
+  int e = facade_capture_unsafe("cudaFree");
+  if (e) return facade_ret(e);
   if (!p) {
-    int e = xgpu_init();
+    e = xgpu_init();
     if (e == cudaSuccess) (void)use_dev();
     return facade_ret(e);
   }
   return facade_ret(xgpu_free((uint64_t)(uintptr_t)p));
 }
-
-static int stream_device(cudaStream_t s, int *dev) {
-  if (is_special_stream(s)) {
-    *dev = use_dev();
-    return cudaSuccess;
-  }
-  unsigned flags;
-  int prio;
-  return xgpu_stream_info(sh(s), dev, &flags, &prio);
-}
-
-XGPU_EXPORT cudaError_t cudaMallocAsync(void **p, size_t size, cudaStream_t s) {
-  if (!p) return facade_ret(cudaErrorInvalidValue);
-  int dev, e = stream_device(s, &dev);
-  if (e) return facade_ret(e);
-  uint64_t ptr = 0;
-  e = xgpu_malloc(dev, size, &ptr);
-  if (e) return facade_ret(e);
-  *p = (void *)(uintptr_t)ptr;
-  return cudaSuccess;
-}
-
-XGPU_EXPORT cudaError_t cudaMallocAsync_ptsz(void **p, size_t size, cudaStream_t s) { return cudaMallocAsync(p, size, s); }
-
-/* The memory is released after the work already queued on its device. */
-XGPU_EXPORT cudaError_t cudaFreeAsync(void *p, cudaStream_t s) {
-  (void)s;
-  if (!p) return cudaSuccess;
-  return facade_ret(xgpu_free((uint64_t)(uintptr_t)p));
-}
-
-XGPU_EXPORT cudaError_t cudaFreeAsync_ptsz(void *p, cudaStream_t s) { return cudaFreeAsync(p, s); }
 
 XGPU_EXPORT cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
   uint64_t f = 0, t = 0;
@@ -444,7 +418,9 @@ XGPU_EXPORT cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) 
  * moves it), recorded so that pointer queries report it as host memory. */
 XGPU_EXPORT cudaError_t cudaHostAlloc(void **p, size_t size, unsigned int flags) {
   if (!p || (flags & ~0xfu)) return facade_ret(cudaErrorInvalidValue);
-  int e = xgpu_init();
+  int e = facade_capture_unsafe("cudaHostAlloc");
+  if (e) return facade_ret(e);
+  e = xgpu_init();
   if (e) return facade_ret(e);
   if (size == 0) {
     *p = NULL;
@@ -465,17 +441,25 @@ XGPU_EXPORT cudaError_t cudaMallocHost(void **p, size_t size) { return cudaHostA
 
 XGPU_EXPORT cudaError_t cudaFreeHost(void *p) {
   if (!p) return cudaSuccess;
-  int e = xgpu_host_unregister(p);
+  int e = facade_capture_unsafe("cudaFreeHost");
+  if (e) return facade_ret(e);
+  e = xgpu_host_unregister(p);
   if (e) return facade_ret(cudaErrorInvalidValue);
   free(p);
   return cudaSuccess;
 }
 
 XGPU_EXPORT cudaError_t cudaHostRegister(void *p, size_t size, unsigned int flags) {
+  int e = facade_capture_unsafe("cudaHostRegister");
+  if (e) return facade_ret(e);
   return facade_ret(xgpu_host_register(p, size, flags));
 }
 
-XGPU_EXPORT cudaError_t cudaHostUnregister(void *p) { return facade_ret(xgpu_host_unregister(p)); }
+XGPU_EXPORT cudaError_t cudaHostUnregister(void *p) {
+  int e = facade_capture_unsafe("cudaHostUnregister");
+  if (e) return facade_ret(e);
+  return facade_ret(xgpu_host_unregister(p));
+}
 
 static int copy(void *dst, const void *src, size_t n, int kind, cudaStream_t s, int async) {
   if (n && (!dst || !src)) return cudaErrorInvalidValue;
@@ -598,7 +582,7 @@ XGPU_EXPORT cudaError_t cudaStreamQuery_ptsz(cudaStream_t s) { return cudaStream
 
 XGPU_EXPORT cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t ev, unsigned int flags) {
   if (flags & ~0x1u) return facade_ret(cudaErrorInvalidValue);
-  return facade_ret(xgpu_stream_wait_event(use_dev(), sh(s), (uint64_t)(uintptr_t)ev));
+  return facade_ret(xgpu_stream_wait_event(use_dev(), sh(s), (uint64_t)(uintptr_t)ev, flags));
 }
 
 XGPU_EXPORT cudaError_t cudaStreamWaitEvent_ptsz(cudaStream_t s, cudaEvent_t ev, unsigned int flags) {
@@ -632,54 +616,26 @@ XGPU_EXPORT cudaError_t cudaStreamGetFlags_ptsz(cudaStream_t s, unsigned int *fl
 
 XGPU_EXPORT cudaError_t cudaStreamGetDevice(cudaStream_t s, int *dev) {
   if (!dev) return facade_ret(cudaErrorInvalidValue);
-  return facade_ret(stream_device(s, dev));
+  if (is_special_stream(s)) {
+    *dev = use_dev();
+    return cudaSuccess;
+  }
+  unsigned flags;
+  int prio;
+  return facade_ret(xgpu_stream_info(sh(s), dev, &flags, &prio));
 }
 
 XGPU_EXPORT cudaError_t cudaStreamGetDevice_ptsz(cudaStream_t s, int *dev) { return cudaStreamGetDevice(s, dev); }
 
-/* No stream is ever capturing: graph capture is not served
- * (cudaStreamBeginCapture returns cudaErrorNotSupported). */
-XGPU_EXPORT cudaError_t cudaStreamIsCapturing(cudaStream_t s, int *status) {
-  (void)s;
-  if (!status) return facade_ret(cudaErrorInvalidValue);
-  *status = 0; /* cudaStreamCaptureStatusNone */
-  return cudaSuccess;
-}
-
-XGPU_EXPORT cudaError_t cudaStreamIsCapturing_ptsz(cudaStream_t s, int *status) { return cudaStreamIsCapturing(s, status); }
-
-XGPU_EXPORT cudaError_t cudaStreamGetCaptureInfo(cudaStream_t s, int *status, unsigned long long *id, void **graph,
-                                                 const void **deps, const void **edges, size_t *ndeps) {
-  (void)s;
-  if (!status) return facade_ret(cudaErrorInvalidValue);
-  *status = 0;
-  if (id) *id = 0;
-  if (graph) *graph = NULL;
-  if (deps) *deps = NULL;
-  if (edges) *edges = NULL;
-  if (ndeps) *ndeps = 0;
-  return cudaSuccess;
-}
-
-XGPU_EXPORT cudaError_t cudaStreamGetCaptureInfo_ptsz(cudaStream_t s, int *status, unsigned long long *id, void **graph,
-                                                      const void **deps, const void **edges, size_t *ndeps) {
-  return cudaStreamGetCaptureInfo(s, status, id, graph, deps, edges, ndeps);
-}
-
-XGPU_EXPORT cudaError_t cudaThreadExchangeStreamCaptureMode(int *mode) {
-  if (!mode || *mode < 0 || *mode > 2) return facade_ret(cudaErrorInvalidValue);
-  int old = tls_capture_mode;
-  tls_capture_mode = *mode;
-  *mode = old;
-  return cudaSuccess;
-}
-
 /* Host functions run on the calling thread once the stream's earlier work
  * is done, so every later operation of the stream starts after them, as
- * CUDA requires; the call blocks until then. */
+ * CUDA requires; the call blocks until then. On a capturing stream the
+ * call becomes a host node of the capture's graph. */
 XGPU_EXPORT cudaError_t cudaLaunchHostFunc(cudaStream_t s, cudaHostFn_t fn, void *user) {
   if (!fn) return facade_ret(cudaErrorInvalidValue);
-  int e = xgpu_stream_synchronize(use_dev(), sh(s));
+  int captured = 0, e = xgpu_host_func(use_dev(), sh(s), (void *)fn, user, &captured);
+  if (e || captured) return facade_ret(e);
+  e = xgpu_stream_synchronize(use_dev(), sh(s));
   if (e) return facade_ret(e);
   fn(user);
   return cudaSuccess;
@@ -691,7 +647,9 @@ XGPU_EXPORT cudaError_t cudaLaunchHostFunc_ptsz(cudaStream_t s, cudaHostFn_t fn,
 
 XGPU_EXPORT cudaError_t cudaStreamAddCallback(cudaStream_t s, cudaStreamCallback_t cb, void *user, unsigned int flags) {
   if (!cb || flags != 0) return facade_ret(cudaErrorInvalidValue);
-  int e = xgpu_stream_synchronize(use_dev(), sh(s));
+  int e = xgpu_capture_refuse("cudaStreamAddCallback", use_dev(), sh(s));
+  if (e) return facade_ret(e);
+  e = xgpu_stream_synchronize(use_dev(), sh(s));
   cb(s, e, user);
   return cudaSuccess;
 }
@@ -714,14 +672,14 @@ XGPU_EXPORT cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned int f
 XGPU_EXPORT cudaError_t cudaEventCreate(cudaEvent_t *ev) { return cudaEventCreateWithFlags(ev, 0); }
 
 XGPU_EXPORT cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t s) {
-  return facade_ret(xgpu_event_record((uint64_t)(uintptr_t)ev, use_dev(), sh(s)));
+  return facade_ret(xgpu_event_record((uint64_t)(uintptr_t)ev, use_dev(), sh(s), 0));
 }
 
 XGPU_EXPORT cudaError_t cudaEventRecord_ptsz(cudaEvent_t ev, cudaStream_t s) { return cudaEventRecord(ev, s); }
 
 XGPU_EXPORT cudaError_t cudaEventRecordWithFlags(cudaEvent_t ev, cudaStream_t s, unsigned int flags) {
-  if (flags & ~0x1u) return facade_ret(cudaErrorInvalidValue); /* cudaEventRecordExternal matters to graphs only */
-  return cudaEventRecord(ev, s);
+  if (flags & ~0x1u) return facade_ret(cudaErrorInvalidValue); /* cudaEventRecordExternal matters to captures only */
+  return facade_ret(xgpu_event_record((uint64_t)(uintptr_t)ev, use_dev(), sh(s), flags));
 }
 
 XGPU_EXPORT cudaError_t cudaEventRecordWithFlags_ptsz(cudaEvent_t ev, cudaStream_t s, unsigned int flags) {

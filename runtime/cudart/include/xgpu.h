@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 /* XGPU_ABI_VERSION changes whenever a declaration below does. */
-#define XGPU_ABI_VERSION 2
+#define XGPU_ABI_VERSION 3
 
 /* XGPU_ATTR_COUNT bounds the cudaDeviceAttr values xgpu_device_info_t holds. */
 #define XGPU_ATTR_COUNT 256
@@ -122,14 +122,75 @@ int xgpu_stream_create(int dev, unsigned flags, int priority, uint64_t *stream);
 int xgpu_stream_destroy(uint64_t stream);
 int xgpu_stream_synchronize(int dev, uint64_t stream);
 int xgpu_stream_query(int dev, uint64_t stream);
-int xgpu_stream_wait_event(int dev, uint64_t stream, uint64_t event);
+int xgpu_stream_wait_event(int dev, uint64_t stream, uint64_t event, unsigned flags); /* flags: cudaEventWaitExternal */
 int xgpu_stream_info(uint64_t stream, int *dev, unsigned *flags, int *priority);
 int xgpu_event_create(int dev, unsigned flags, uint64_t *event);
-int xgpu_event_record(uint64_t event, int dev, uint64_t stream);
+int xgpu_event_record(uint64_t event, int dev, uint64_t stream, unsigned flags); /* flags: cudaEventRecordExternal */
 int xgpu_event_query(uint64_t event);
 int xgpu_event_synchronize(uint64_t event);
 int xgpu_event_elapsed_time(float *ms, uint64_t start, uint64_t end);
 int xgpu_event_destroy(uint64_t event);
+
+/* Stream capture (CUDA graphs). thread is any value unique to the calling
+ * thread; mode the thread's cudaStreamCaptureMode. While a stream
+ * captures, the asynchronous calls above queued on it (kernel launches,
+ * copies, memsets, event records and waits) become nodes of the capture's
+ * graph instead of running. Lists are returned into caller buffers of cap
+ * entries: up to cap are written, *n is the count of all. */
+int xgpu_capture_begin(int dev, uint64_t stream, int mode, uint64_t thread, uint64_t graph, uint64_t *deps,
+                       uint64_t ndeps); /* graph 0: a new graph; else capture into graph after deps */
+int xgpu_capture_end(uint64_t stream, uint64_t thread, uint64_t *graph);
+/* status: a cudaStreamCaptureStatus; id, graph and deps only while capturing. */
+int xgpu_capture_info(int dev, uint64_t stream, int *status, uint64_t *id, uint64_t *graph, uint64_t *deps,
+                      uint64_t cap, uint64_t *n);
+int xgpu_capture_update_deps(uint64_t stream, uint64_t *deps, uint64_t n, unsigned flags);
+/* A potentially unsafe call (op, for the message) is about to be made by thread in mode. */
+int xgpu_capture_unsafe(char *op, uint64_t thread, int mode);
+/* op (asynchronous, not capturable) is about to be queued on stream of dev. */
+int xgpu_capture_refuse(char *op, int dev, uint64_t stream);
+/* cudaLaunchHostFunc: *captured 1 if it became a node; else the caller runs fn after the stream's work. */
+int xgpu_host_func(int dev, uint64_t stream, void *fn, void *arg, int *captured);
+
+/* Graphs, nodes (deps: ndeps node handles) and executable graphs. */
+int xgpu_graph_create(unsigned flags, uint64_t *graph);
+int xgpu_graph_destroy(uint64_t graph);
+int xgpu_graph_add_empty(uint64_t graph, uint64_t *deps, uint64_t ndeps, uint64_t *node);
+int xgpu_graph_add_host(uint64_t graph, uint64_t *deps, uint64_t ndeps, void *fn, void *arg, uint64_t *node);
+int xgpu_graph_add_event(uint64_t graph, uint64_t *deps, uint64_t ndeps, int type, uint64_t event,
+                         uint64_t *node); /* type: cudaGraphNodeTypeEventRecord or WaitEvent */
+int xgpu_graph_add_memcpy(uint64_t graph, uint64_t *deps, uint64_t ndeps, void *dst, void *src, uint64_t n, int kind,
+                          int dev, uint64_t *node);
+int xgpu_graph_add_memset(uint64_t graph, uint64_t *deps, uint64_t ndeps, uint64_t dst, uint64_t pitch,
+                          unsigned value, unsigned elem, uint64_t width, uint64_t height, uint64_t *node);
+int xgpu_graph_add_kernel(uint64_t graph, uint64_t *deps, uint64_t ndeps, uint64_t kernel, int dev, unsigned *grid,
+                          unsigned *block, uint64_t shared_mem, void **args, uint64_t *node);
+int xgpu_graph_change_edges(uint64_t graph, uint64_t *from, uint64_t *to, uint64_t n, int remove);
+int xgpu_graph_nodes(uint64_t graph, int roots, uint64_t *list, uint64_t cap, uint64_t *n);
+int xgpu_graph_edges(uint64_t graph, uint64_t *from, uint64_t *to, uint64_t cap, uint64_t *n);
+int xgpu_graph_node_deps(uint64_t node, int dependents, uint64_t *list, uint64_t cap, uint64_t *n);
+int xgpu_graph_node_type(uint64_t node, int *type);
+int xgpu_graph_destroy_node(uint64_t node);
+int xgpu_graph_dot(uint64_t graph, char *path);
+int xgpu_graph_instantiate(uint64_t graph, uint64_t flags, uint64_t *exec);
+int xgpu_graph_exec_destroy(uint64_t exec);
+int xgpu_graph_exec_flags(uint64_t exec, uint64_t *flags);
+int xgpu_graph_exec_kernel_params(uint64_t exec, uint64_t node, uint64_t kernel, int dev, unsigned *grid,
+                                  unsigned *block, uint64_t shared_mem, void **args);
+int xgpu_graph_launch(uint64_t exec, int dev, uint64_t stream);
+
+/* Stream-ordered memory pools; pool 0 in xgpu_malloc_async is dev's current pool. */
+int xgpu_mempool_default(int dev, uint64_t *pool);
+int xgpu_mempool_current(int dev, uint64_t *pool);
+int xgpu_mempool_set_current(int dev, uint64_t pool);
+int xgpu_mempool_create(int dev, uint64_t max_size, uint64_t *pool);
+int xgpu_mempool_destroy(uint64_t pool);
+int xgpu_malloc_async(int dev, uint64_t pool, uint64_t size, uint64_t stream, uint64_t *ptr);
+int xgpu_free_async(uint64_t ptr, int dev, uint64_t stream);
+int xgpu_mempool_trim(uint64_t pool, uint64_t keep);
+int xgpu_mempool_attr(uint64_t pool, int attr, uint64_t *value); /* attr: a cudaMemPoolAttr */
+int xgpu_mempool_set_attr(uint64_t pool, int attr, uint64_t value);
+int xgpu_mempool_set_access(uint64_t pool, int *devs, int *flags, uint64_t n); /* flags: cudaMemAccessFlags */
+int xgpu_mempool_access(uint64_t pool, int dev, int *flags);
 
 /* Modules and kernels. A module is one registered fat binary; its
  * container stays in the application's memory (it is static data of a

@@ -5,7 +5,7 @@
  * the toolkit's ABI. It prints one line per check and "PASS" at the end;
  * any failure prints "FAIL" and exits 1.
  *
- * Usage: shim_test [all | noconfig | visible1]
+ * Usage: shim_test [all | noconfig | visible1 | attrs SMS MAJOR MINOR]
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -62,7 +62,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t);
 cudaError_t cudaEventQuery(cudaEvent_t);
 cudaError_t cudaEventElapsedTime(float *, cudaEvent_t, cudaEvent_t);
 cudaError_t cudaEventDestroy(cudaEvent_t);
-cudaError_t cudaGraphCreate(void **, unsigned);
+cudaError_t cudaGraphicsUnregisterResource(void *);
 void **__cudaRegisterFatBinary(void *);
 void __cudaRegisterFatBinaryEnd(void **);
 void __cudaUnregisterFatBinary(void **);
@@ -406,10 +406,29 @@ static void launches(void) {
 }
 
 static void unsupported(void) {
-  void *g = NULL;
-  CHECK(cudaGraphCreate(&g, 0) == 801, "cudaGraphCreate not cudaErrorNotSupported");
-  CHECK(cudaGraphCreate(&g, 0) == 801, "second call");
+  CHECK(cudaGraphicsUnregisterResource(NULL) == 801, "cudaGraphicsUnregisterResource not cudaErrorNotSupported");
+  CHECK(cudaGraphicsUnregisterResource(NULL) == 801, "second call");
   CHECK(cudaGetLastError() == 801, "not recorded");
+}
+
+/* server_attributes checks that properties and attributes are those the
+ * server reports for its GPUs (sms SMs, compute capability major.minor)
+ * while the device map claims others. */
+static void server_attributes(int sms, int major, int minor) {
+  for (int dev = 0; dev < 2; dev++) {
+    struct cudaDeviceProp p;
+    memset(&p, 0, sizeof p);
+    OK(cudaGetDeviceProperties(&p, dev));
+    CHECK(p.multiProcessorCount == sms, "device %d: multiProcessorCount %d, want %d", dev, p.multiProcessorCount, sms);
+    CHECK(p.major == major && p.minor == minor, "device %d: cc %d.%d, want %d.%d", dev, p.major, p.minor, major, minor);
+    int v = -1;
+    OK(cudaDeviceGetAttribute(&v, 16, dev)); /* cudaDevAttrMultiProcessorCount */
+    CHECK(v == sms, "device %d: attribute 16 = %d, want %d", dev, v, sms);
+    OK(cudaDeviceGetAttribute(&v, 75, dev)); /* cudaDevAttrComputeCapabilityMajor */
+    CHECK(v == major, "device %d: attribute 75 = %d, want %d", dev, v, major);
+    CHECK(cudaDeviceGetAttribute(&v, 200, dev) == 1, "device %d: attribute 200, which the GPU lacks, answered", dev);
+    CHECK(cudaGetLastError() == 1, "the refusal was not recorded");
+  }
 }
 
 int main(int argc, char **argv) {
@@ -419,6 +438,8 @@ int main(int argc, char **argv) {
     CHECK(cudaGetDeviceCount(&n) == 100 && n == 0, "no devices configured: count %d", n);
     void *p = NULL;
     CHECK(cudaMalloc(&p, 16) == 100, "cudaMalloc without devices");
+  } else if (strcmp(mode, "attrs") == 0 && argc == 5) {
+    server_attributes(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
   } else if (strcmp(mode, "visible1") == 0) {
     int n = -1;
     OK(cudaGetDeviceCount(&n));
