@@ -803,3 +803,36 @@ func TestCollectiveGroup(t *testing.T) {
 		}
 	})
 }
+
+// TestWorkerLinksUseLocalLanes: two workers of one host move their
+// collective messages through a local lane (shared memory) at both ends
+// of their link, and over QUIC when XGPU_LOCAL_LANE=0.
+func TestWorkerLinksUseLocalLanes(t *testing.T) {
+	for _, quic := range []bool{false, true} {
+		t.Run(fmt.Sprintf("quic=%v", quic), func(t *testing.T) {
+			if quic {
+				t.Setenv(envLocalLane, "0")
+			}
+			cl := newCollCluster(t, 1, 1)
+			devs := []uint32{0, 1}
+			id := cl.mustCommInit(t, devs, calls.CommOptions{})
+			runColl(t, cl, id, devs, calls.CollAllReduce, collective.F32, collective.Sum, 1<<18, false)
+			for i, r := range cl.workers {
+				cw := &r.w.coll
+				cw.mu.Lock()
+				n := 0
+				for _, l := range cw.links {
+					n++
+					lo, ok := l.pc.(interface{ HasLocal() bool })
+					if !ok || lo.HasLocal() == quic {
+						t.Errorf("worker %d: link to %s: local lane %v, want %v", i, l.key, ok && lo.HasLocal(), !quic)
+					}
+				}
+				cw.mu.Unlock()
+				if n != 1 {
+					t.Errorf("worker %d has %d links, want 1", i, n)
+				}
+			}
+		})
+	}
+}

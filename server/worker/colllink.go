@@ -9,7 +9,6 @@ import (
 
 	"github.com/xgpu/xgpu/collective"
 	"github.com/xgpu/xgpu/internal/calls"
-	"github.com/xgpu/xgpu/internal/cudaerr"
 	"github.com/xgpu/xgpu/internal/wire"
 	"github.com/xgpu/xgpu/peers"
 )
@@ -127,7 +126,7 @@ func (cw *collWorker) dial(ctx context.Context, w *Worker, selfKey string, remot
 	if err != nil {
 		return nil, fmt.Errorf("worker: link to %s: %w", remote.Addr, err)
 	}
-	if err := peerHello(pc, remote.Token); err != nil {
+	if err := peerHandshake(w, pc, remote.Token); err != nil {
 		pc.Close()
 		return nil, fmt.Errorf("worker: link to %s: %w", remote.Addr, err)
 	}
@@ -145,39 +144,6 @@ func (cw *collWorker) dial(ctx context.Context, w *Worker, selfKey string, remot
 		_ = pc.Close()
 	})
 	return l, nil
-}
-
-// peerHello says Hello with "peer|" and token on a fresh connection to
-// another worker and waits for the answer.
-func peerHello(pc *peers.Conn, token string) error {
-	var e wire.Enc
-	hello := calls.Call{Text: peerHelloPrefix + token}
-	if err := hello.Encode(calls.OpHello, &e); err != nil {
-		return err
-	}
-	h := wire.Header{Op: calls.OpHello}
-	err := pc.CallWriter().WriteFrame(&h, e.B)
-	if err == nil {
-		err = pc.CallWriter().Flush()
-	}
-	if err != nil {
-		return fmt.Errorf("hello: %w", err)
-	}
-	rh, body, err := pc.CallReader().Next()
-	if err != nil {
-		return fmt.Errorf("hello: %w", err)
-	}
-	var rep calls.Reply
-	if rh.Op != calls.OpHello || rh.Flags&wire.FlagReply == 0 {
-		return errors.New("hello: unexpected answer")
-	}
-	if err := rep.Decode(body); err != nil {
-		return fmt.Errorf("hello: %w", err)
-	}
-	if rep.Status != 0 {
-		return fmt.Errorf("hello refused: %w", cudaerr.Error(rep.Status))
-	}
-	return nil
 }
 
 // readLink handles the frames of a dialed link until it dies.

@@ -241,6 +241,8 @@ func (c *conn) dispatch(h *wire.Header, body []byte) bool {
 		switch r.op {
 		case calls.OpHello, calls.OpPing:
 			c.done(r, nil, 0, 0)
+		case calls.OpLocalLane:
+			c.localLane(r, call)
 		case calls.OpPeerWrite:
 			c.peerWrite(r, call)
 		case calls.OpCommLink, calls.OpCollReady, calls.OpCollData, calls.OpCollNack, calls.OpCommPeerDown:

@@ -139,36 +139,9 @@ func (l *link) connect() error {
 		return fmt.Errorf("worker: peer link to %s: %w", l.addr, err)
 	}
 	// Hello, then its reply, before anything else uses the connection.
-	var e wire.Enc
-	hello := calls.Call{Text: peerHelloPrefix + l.token}
-	if err := hello.Encode(calls.OpHello, &e); err != nil {
+	if err := peerHandshake(l.w, pc, l.token); err != nil {
 		pc.Close()
-		return err
-	}
-	h := wire.Header{Op: calls.OpHello}
-	err = pc.CallWriter().WriteFrame(&h, e.B)
-	if err == nil {
-		err = pc.CallWriter().Flush()
-	}
-	var rep calls.Reply
-	if err == nil {
-		var rh wire.Header
-		var body []byte
-		rh, body, err = pc.CallReader().Next()
-		if err == nil {
-			if rh.Op != calls.OpHello || rh.Flags&wire.FlagReply == 0 {
-				err = errors.New("unexpected answer to Hello")
-			} else {
-				err = rep.Decode(body)
-			}
-		}
-	}
-	if err == nil && rep.Status != 0 {
-		err = fmt.Errorf("refused: %w", cudaerr.Error(rep.Status))
-	}
-	if err != nil {
-		pc.Close()
-		return fmt.Errorf("worker: peer link to %s: hello: %w", l.addr, err)
+		return fmt.Errorf("worker: peer link to %s: %w", l.addr, err)
 	}
 	l.w.links.mu.Lock()
 	closed := l.w.links.closed
