@@ -28,8 +28,23 @@ test-gpu: ## run the tests that need a GPU (build tag cuda), on a GPU machine wi
 gpu-bundle: ## build the GPU tests for a GPU machine without Go (dist/gpu.tar.xz; run hack/gpu-run.sh there)
 	hack/gpu-bundle.sh
 
-bench: build ## measure xgpu against baselines of the same run (see docs/bench.md)
-	$(BIN)/xgpu bench --json $(BIN)/bench.json
+# bench: with GPUs (nvidia-smi lists one) and nvcc, the cuda variant: the
+# native baseline program is built into $(BIN) and `xgpu bench --backend
+# cuda` compares with it in the same run; otherwise the host variant. Without
+# Go (a GPU machine), $(BIN)/xgpu must be there already: make bench BIN=dist/gpu.
+BENCH_ARCH  ?= sm_90
+BENCHFLAGS  ?=
+
+bench: $(if $(shell command -v $(GO) 2>/dev/null),build) ## measure xgpu against baselines of the same run, native CUDA on a GPU machine (see docs/bench.md)
+	@nvcc=$$(command -v $(NVCC) || ls /usr/local/cuda/bin/nvcc 2>/dev/null); \
+	if nvidia-smi -L 2>/dev/null | grep -q '^GPU' && [ -n "$$nvcc" ]; then \
+		set -ex; \
+		"$$nvcc" -O2 -arch=$(BENCH_ARCH) -cudart=shared -o $(BIN)/cudabench examples/bench/cudabench.cu; \
+		$(BIN)/xgpu bench --backend cuda --native $(BIN)/cudabench --json $(BIN)/bench.json $(BENCHFLAGS); \
+	else \
+		set -x; \
+		$(BIN)/xgpu bench --json $(BIN)/bench.json $(BENCHFLAGS); \
+	fi
 
 generate: ## regenerate protobuf and other generated code
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" $(GO) generate $(PKGS)

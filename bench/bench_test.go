@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,12 +20,12 @@ import (
 	"github.com/xgpu/xgpu/server/host"
 )
 
-// startServer runs a standalone host-backend server with one device on
-// loopback whose workers are processes of this test binary, and returns
-// its control address.
-func startServer(t *testing.T, name string) string {
+// startServer runs a standalone host-backend server with devices devices
+// (one if not given) on loopback whose workers are processes of this test
+// binary, and returns its control address.
+func startServer(t *testing.T, name string, devices ...int) string {
 	t.Helper()
-	hc := host.Config{Devices: 1, Memory: 256 << 20, HostID: name}
+	hc := host.Config{Devices: append(devices, 1)[0], Memory: 256 << 20, HostID: name}
 	b, err := host.New(hc)
 	if err != nil {
 		t.Fatal(err)
@@ -199,5 +200,126 @@ func TestRunTiny(t *testing.T) {
 	}
 	if free != total {
 		t.Errorf("device 0: %d of %d bytes free after Run", free, total)
+	}
+}
+
+// TestRunNative runs the cases of a cuda run (native baselines from a
+// fake native program) against host-backend servers: server A with two
+// devices (peer-local), server B with one (peer). The host backend runs
+// no PTX, so the launch group is skipped, as a cuda run with one GPU skips
+// the peer groups.
+func TestRunNative(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a, b := startServer(t, "bench-native-a", 2), startServer(t, "bench-native-b")
+	peerA, peerB := startPeer(t), startPeer(t)
+	m, err := DeviceMapOf(ctx, []DeviceRef{{Server: a}, {Server: b}, {Server: a, GPU: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Devices[0].Address != m.Devices[2].Address || m.Devices[2].GPUIndex != 1 {
+		t.Fatalf("device map: %+v", m.Devices)
+	}
+	c, err := runtime.Open(ctx, runtime.Config{Map: m, Client: "bench native test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	nat := &fakeNative{}
+	var progress bytes.Buffer
+	const rounds = 2
+	opt := Options{
+		Sizes: []int64{128 << 10, 1 << 20}, Rounds: rounds, SyncCalls: 5, AsyncCalls: 50,
+		RoundBytes: 1, TransportSize: 256 << 10, Progress: &progress,
+	}
+	env := Env{
+		Client: c, DevA: 0, DevB: 1, DevA2: 2, PeerA: peerA, PeerB: peerB, Backend: "host", GPU: "test GPUs",
+		Native: nat, NativeDevs: NativeDevices{A: 0, A2: 1, B: 1},
+		Skip: map[string]string{GroupLaunch: "the host backend runs no PTX"},
+	}
+	rep, err := Run(ctx, env, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rep.Cases {
+		got = append(got, r.Name)
+	}
+	want := "sync/d2h-4B sync/stream-synchronize async/memset-256B h2d/128KiB h2d/1MiB d2h/128KiB d2h/1MiB " +
+		"peer-local/128KiB peer-local/1MiB peer/128KiB peer/1MiB"
+	if !strings.HasPrefix(strings.Join(got, " "), want) {
+		t.Fatalf("cases:\n got %v\nwant %s, then transport", got, want)
+	}
+	if len(rep.Skipped) != 1 || rep.Skipped[0].Group != GroupLaunch || slices.Contains(rep.Settings.Groups, GroupLaunch) {
+		t.Errorf("skipped %+v, groups %v", rep.Skipped, rep.Settings.Groups)
+	}
+	for _, r := range rep.Cases {
+		t.Run(r.Name, func(t *testing.T) {
+			if r.XGPU <= 0 || r.Baseline <= 0 {
+				t.Errorf("figures missing: %+v", r)
+			}
+			native := strings.HasPrefix(r.BaselineName, "native")
+			switch r.Group {
+			case GroupSync:
+				// The fake's samples are 1.5..7.5 µs.
+				if !native || r.Baseline < 1.5 || r.BaselineP99 > 7.5 || !strings.Contains(r.ReferenceName, "QUIC") || r.Samples != rounds*5 {
+					t.Errorf("sync case: %+v", r)
+				}
+			case GroupAsync:
+				if !native || r.Baseline != 250000 || r.Reference <= 0 {
+					t.Errorf("async case: %+v", r)
+				}
+			case GroupH2D, GroupD2H:
+				if !native || len(r.Extra) != 1 || r.Extra[0].Name != "native pinned cudaMemcpy" || r.Overlap == nil ||
+					r.Overlap.Transport != r.Reference || r.Overlap.DMA != r.Extra[0].Value {
+					t.Errorf("host copy case: %+v", r)
+				}
+			case GroupPeerLocal:
+				if !native || r.ClientPayloadBytes != nil {
+					t.Errorf("peer-local case: %+v", r)
+				}
+			case GroupPeer:
+				if native || !strings.HasPrefix(r.ReferenceName, "native") || r.ClientPayloadBytes == nil || *r.ClientPayloadBytes != 0 {
+					t.Errorf("peer case: %+v", r)
+				}
+			}
+		})
+	}
+	// Each native method ran once to warm up, then once per round (per
+	// size for copies), between xgpu's rounds.
+	sizes := len(opt.Sizes)
+	for _, tc := range []struct {
+		op   string
+		want int
+	}{
+		{NativeD2H4, 1 + rounds}, {NativeStreamSync, 1 + rounds}, {NativeMemset, 1 + rounds}, {NativeLaunch, 0},
+		{NativeH2DPageable, 1 + rounds*sizes}, {NativeH2DPinned, 1 + rounds*sizes},
+		{NativeD2HPageable, 1 + rounds*sizes}, {NativeD2HPinned, 1 + rounds*sizes},
+		{NativePeer, 2 * (1 + rounds*sizes)},
+	} {
+		if got := nat.count(tc.op); got != tc.want {
+			t.Errorf("%d native %s commands, want %d", got, tc.op, tc.want)
+		}
+	}
+	for _, cmd := range nat.cmds {
+		if cmd.Op == NativePeer && (cmd.Dev != 0 || cmd.Peer != 1) {
+			t.Errorf("peer command %v, want device 0 to 1", cmd)
+		}
+	}
+	var tab bytes.Buffer
+	if err := rep.WriteTable(&tab); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"staging overlap", "skipped: launch", "GPUs: test GPUs", "native pinned cudaMemcpy"} {
+		if !strings.Contains(tab.String(), s) {
+			t.Errorf("table lacks %q:\n%s", s, tab.String())
+		}
+	}
+	// A failing native measurement fails the run, naming the group.
+	nat2 := &fakeNative{fail: NativeStreamSync}
+	env.Native = nat2
+	if _, err := Run(ctx, env, Options{Groups: []string{GroupSync}, Rounds: 1, SyncCalls: 2}); err == nil ||
+		!strings.Contains(err.Error(), "sync: ") || !strings.Contains(err.Error(), "injected failure") {
+		t.Errorf("Run with a failing native program = %v", err)
 	}
 }

@@ -11,9 +11,22 @@
 // with the payload bytes the client saw (which must be zero); and the
 // transport's bulk lanes, one raw stream to many lanes, against TCP.
 //
+// On the cuda backend (a GPU machine), an Env with a Native baseline —
+// the native program examples/bench/cudabench.cu, driven in serve mode by
+// NativeProgram — compares xgpu with native CUDA on the same GPUs instead:
+// cudaMemcpy of 4 B and cudaStreamSynchronize, cudaMemsetAsync and empty
+// kernel launch rates (the launch group; xgpu loads an embedded PTX kernel),
+// H2D and D2H copies against pageable and pinned native copies with the raw
+// QUIC bulk lane as reference (and the staging overlap, Overlap), and peer
+// copies within one server (the peer-local group) against cudaMemcpyPeer.
+// The transport figures stay as references. Each native measurement is one
+// NativeCommand, sent once per round between xgpu's, so every ratio comes
+// from one run.
+//
 // The baselines run in a Peer (ServePeer), a process that only moves
-// bytes. `xgpu bench` starts two host-backend servers and two peers on
-// loopback and calls Run:
+// bytes. `xgpu bench` starts two servers (host backend, or cuda with
+// --backend cuda), two peers on loopback, and for cuda the native
+// program, and calls Run:
 //
 //	p, err := bench.ServePeer(bench.PeerConfig{})      // in each baseline process
 //	info := p.Info()                                    // its addresses and pin
@@ -24,7 +37,16 @@
 //	err = rep.WriteTable(os.Stdout)
 //	err = rep.WriteJSON(f)
 //
+// On the cuda backend the Env also holds the native program, started on
+// the servers' GPUs, and a second device of server A:
+//
+//	np, err := bench.StartNative(ctx, bench.NativeConfig{Path: "bin/cudabench", Env: []string{"CUDA_VISIBLE_DEVICES=" + gpus}})
+//	defer np.Close()
+//	m, err := bench.DeviceMapOf(ctx, []bench.DeviceRef{{Server: srvA}, {Server: srvB}, {Server: srvA, GPU: 1}})
+//	env := bench.Env{Client: c, DevA: 0, DevB: 1, DevA2: 2, Native: np, NativeDevs: bench.NativeDevices{A: 0, A2: 1, B: 2}, ...}
+//
 // Concurrency: Run uses its Env alone while it runs; do not call it twice
 // at once on one client. A Peer is safe for concurrent use and serves any
-// number of connections.
+// number of connections. A NativeProgram is safe for concurrent use and
+// runs one command at a time.
 package bench

@@ -25,12 +25,42 @@ func DeviceMap(ctx context.Context, servers []string, opts ...grpc.DialOption) (
 	if len(servers) == 0 {
 		return nil, errors.New("bench: no servers")
 	}
+	refs := make([]DeviceRef, len(servers))
+	for i, s := range servers {
+		refs[i] = DeviceRef{Server: s}
+	}
+	return DeviceMapOf(ctx, refs, opts...)
+}
+
+// DeviceRef names a GPU of a standalone server.
+type DeviceRef struct {
+	Server string // the server's gRPC control address, host:port
+	GPU    int    // the GPU's index in the server's inventory
+}
+
+// DeviceMapOf builds a device map of the first vGPU of each GPU refs
+// name, in the order given: logical device i is the GPU of refs[i]. Each
+// server is asked for its inventory once. opts are the gRPC dial options;
+// nil: plaintext.
+func DeviceMapOf(ctx context.Context, refs []DeviceRef, opts ...grpc.DialOption) (*devicemap.Map, error) {
+	if len(refs) == 0 {
+		return nil, errors.New("bench: no devices")
+	}
 	if opts == nil {
 		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
-	devs := make([]devicemap.Device, 0, len(servers))
-	for _, addr := range servers {
-		d, err := firstDevice(ctx, addr, opts)
+	invs := make(map[string]*pb.Inventory)
+	devs := make([]devicemap.Device, 0, len(refs))
+	for _, ref := range refs {
+		inv, ok := invs[ref.Server]
+		if !ok {
+			var err error
+			if inv, err = inventory(ctx, ref.Server, opts); err != nil {
+				return nil, err
+			}
+			invs[ref.Server] = inv
+		}
+		d, err := deviceOf(inv, ref)
 		if err != nil {
 			return nil, err
 		}
@@ -43,37 +73,45 @@ func DeviceMap(ctx context.Context, servers []string, opts ...grpc.DialOption) (
 	return m, nil
 }
 
-// firstDevice returns the first vGPU of the server at addr as a device of
-// a map.
-func firstDevice(ctx context.Context, addr string, opts []grpc.DialOption) (devicemap.Device, error) {
+// inventory asks the server at addr for its inventory.
+func inventory(ctx context.Context, addr string, opts []grpc.DialOption) (*pb.Inventory, error) {
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
-		return devicemap.Device{}, fmt.Errorf("bench: server %s: %w", addr, err)
+		return nil, fmt.Errorf("bench: server %s: %w", addr, err)
 	}
 	defer conn.Close()
 	inv, err := pb.NewServerClient(conn).Inventory(ctx, &pb.InventoryRequest{})
 	if err != nil {
-		return devicemap.Device{}, fmt.Errorf("bench: inventory of server %s: %w", addr, err)
+		return nil, fmt.Errorf("bench: inventory of server %s: %w", addr, err)
 	}
-	vs := inv.GetVgpus()
-	if len(vs) == 0 {
-		return devicemap.Device{}, fmt.Errorf("bench: server %s has no vGPU", addr)
-	}
-	v := vs[0]
-	gi := int(v.GetGpuIndex())
+	return inv, nil
+}
+
+// deviceOf returns the first vGPU of the GPU ref names as a device of a
+// map.
+func deviceOf(inv *pb.Inventory, ref DeviceRef) (devicemap.Device, error) {
 	var g *pb.GPU
 	for _, x := range inv.GetGpus() {
-		if int(x.GetIndex()) == gi {
+		if int(x.GetIndex()) == ref.GPU {
 			g = x
 		}
 	}
 	if g == nil {
-		return devicemap.Device{}, fmt.Errorf("bench: server %s: vGPU %s names GPU %d, which its inventory lacks", addr, v.GetId(), gi)
+		return devicemap.Device{}, fmt.Errorf("bench: server %s has no GPU %d (%d GPUs)", ref.Server, ref.GPU, len(inv.GetGpus()))
 	}
-	return devicemap.Device{
-		Host: inv.GetHost(), Server: inv.GetServerId(), Address: inv.GetAddress(),
-		GPUUUID: v.GetGpuUuid(), GPUIndex: gi, VGPU: v.GetId(), Slot: int(v.GetSlot()),
-		MemoryQuota: v.GetMemoryBytes(),
-		Properties:  devicemap.Properties{Name: g.GetName(), TotalMemory: g.GetMemoryBytes()},
-	}, nil
+	for _, v := range inv.GetVgpus() {
+		if int(v.GetGpuIndex()) != ref.GPU {
+			continue
+		}
+		props := devicemap.Properties{Name: g.GetName(), TotalMemory: g.GetMemoryBytes()}
+		if g.GetCcMajor() > 0 {
+			props.ComputeCapability = fmt.Sprintf("%d.%d", g.GetCcMajor(), g.GetCcMinor())
+		}
+		return devicemap.Device{
+			Host: inv.GetHost(), Server: inv.GetServerId(), Address: inv.GetAddress(),
+			GPUUUID: v.GetGpuUuid(), GPUIndex: ref.GPU, VGPU: v.GetId(), Slot: int(v.GetSlot()),
+			MemoryQuota: v.GetMemoryBytes(), Properties: props,
+		}, nil
+	}
+	return devicemap.Device{}, fmt.Errorf("bench: server %s has no vGPU on GPU %d", ref.Server, ref.GPU)
 }

@@ -18,6 +18,9 @@ const workerEnv = "XGPU_BENCH_TEST_WORKER"
 func TestMain(m *testing.M) {
 	// quic-go warns once when it cannot get the UDP buffers it wants.
 	os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+	if mode := os.Getenv(nativeEnv); mode != "" {
+		os.Exit(fakeNativeMain(mode, os.Stdin, os.Stdout, os.Stderr))
+	}
 	if os.Getenv(workerEnv) == "1" {
 		if err := worker.Main(context.Background(), os.Stdin, os.Stdout, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, err)

@@ -32,10 +32,19 @@ type Report struct {
 	Machine  Machine  `json:"machine"`
 	Date     string   `json:"date"` // RFC 3339, when the run started
 	Backend  string   `json:"backend,omitempty"`
+	GPU      string   `json:"gpu,omitempty"`   // the GPUs of a cuda run
 	Setup    string   `json:"setup,omitempty"` // the processes the run measured
 	Settings Options  `json:"settings"`
 	Seconds  float64  `json:"seconds"` // wall time of the run
 	Cases    []Result `json:"cases"`
+	// Skipped are the groups asked for that this environment cannot run.
+	Skipped []Skipped `json:"skipped,omitempty"`
+}
+
+// Skipped is a case group a run left out, and why.
+type Skipped struct {
+	Group  string `json:"group"`
+	Reason string `json:"reason"`
 }
 
 // Result is one case: the xgpu figure, the baseline figure measured in
@@ -69,6 +78,13 @@ type Result struct {
 	ReferenceName  string  `json:"reference_name,omitempty"`
 	ReferenceRatio float64 `json:"reference_ratio,omitempty"` // XGPU / Reference
 
+	// Extra are further figures measured in the same rounds: in a cuda
+	// run's h2d and d2h cases, the native copy with pinned host memory.
+	Extra []Extra `json:"extra,omitempty"`
+
+	// Overlap relates a cuda run's h2d or d2h copy to its two stages.
+	Overlap *Overlap `json:"overlap,omitempty"`
+
 	// ClientPayloadBytes is, for copies between devices of two servers,
 	// the copy payload that crossed the client's connections during the
 	// case (runtime Stats): it must be 0.
@@ -76,6 +92,27 @@ type Result struct {
 
 	Rounds  int `json:"rounds"`
 	Samples int `json:"samples"` // timed operations per method
+}
+
+// Extra is a further figure of a case, measured in the same rounds.
+type Extra struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+	Ratio float64 `json:"ratio"` // XGPU / Value
+}
+
+// Overlap relates a host copy through xgpu on the cuda backend to the two
+// stages its bytes pass: the transport between client and server (the
+// case's raw QUIC bulk reference) and DMA between the server's pinned
+// staging buffers and the GPU (the native pinned copy). When the server
+// overlaps them, the copy runs at the slower stage (Bound); when it runs
+// them one after the other, at Serial. Figures in GB/s.
+type Overlap struct {
+	Transport float64 `json:"transport"`
+	DMA       float64 `json:"dma"`
+	Bound     float64 `json:"bound"`    // min(Transport, DMA)
+	Serial    float64 `json:"serial"`   // 1 / (1/Transport + 1/DMA)
+	OfBound   float64 `json:"of_bound"` // XGPU / Bound
 }
 
 // Machine describes where a run happened.
@@ -146,6 +183,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	m := r.Machine
 	fmt.Fprintf(w, "xgpu bench, %s\n", r.Date)
 	fmt.Fprintf(w, "machine: %s, %d cores (GOMAXPROCS %d), %s, %s\n", m.CPU, m.Cores, m.GOMAXPROCS, m.OS, m.Go)
+	if r.GPU != "" {
+		fmt.Fprintf(w, "GPUs: %s\n", r.GPU)
+	}
 	if r.Setup != "" {
 		fmt.Fprintf(w, "setup: %s\n", r.Setup)
 	}
@@ -164,10 +204,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 			ref = fmtFigure(c.Reference, c.ReferenceP99, c.Unit)
 			refRatio = fmt.Sprintf("%.2f", c.ReferenceRatio)
 		}
-		note := ""
-		if c.ClientPayloadBytes != nil {
-			note = fmt.Sprintf("client payload %d B", *c.ClientPayloadBytes)
+		var notes []string
+		for _, e := range c.Extra {
+			notes = append(notes, fmt.Sprintf("%s %s (ratio %.2f)", e.Name, fmtFigure(e.Value, 0, c.Unit), e.Ratio))
 		}
+		if c.ClientPayloadBytes != nil {
+			notes = append(notes, fmt.Sprintf("client payload %d B", *c.ClientPayloadBytes))
+		}
+		note := strings.Join(notes, "; ")
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\n", c.Name, unit,
 			fmtFigure(c.XGPU, c.XGPUP99, c.Unit), fmtFigure(c.Baseline, c.BaselineP99, c.Unit), c.Ratio,
 			ref, refRatio, note)
@@ -178,6 +222,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		what += "baseline: " + c.BaselineName
 		if c.ReferenceName != "" {
 			what += "; reference: " + c.ReferenceName
+		}
+		for _, e := range c.Extra {
+			what += "; also: " + e.Name
 		}
 		if !seen[what] {
 			seen[what] = true
@@ -191,8 +238,44 @@ func (r *Report) WriteTable(w io.Writer) error {
 	for _, l := range legend {
 		fmt.Fprintf(w, "  %s\n", l)
 	}
+	if err := r.writeOverlap(w); err != nil {
+		return err
+	}
+	if len(r.Skipped) > 0 {
+		fmt.Fprintln(w)
+		for _, s := range r.Skipped {
+			fmt.Fprintf(w, "skipped: %s: %s\n", s.Group, s.Reason)
+		}
+	}
 	_, err := fmt.Fprintf(w, "\n%d cases in %.1f s\n", len(r.Cases), r.Seconds)
 	return err
+}
+
+// writeOverlap writes the host copies of a cuda run against their two
+// stages, if the report has any.
+func (r *Report) writeOverlap(w io.Writer) error {
+	var cases []Result
+	for _, c := range r.Cases {
+		if c.Overlap != nil {
+			cases = append(cases, c)
+		}
+	}
+	if len(cases) == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\nstaging overlap: a host copy through xgpu crosses the transport (client to server) and the\n"+
+		"server's DMA from pinned staging memory; overlapped it runs at the slower stage (bound),\n"+
+		"one after the other at serial = 1/(1/transport + 1/DMA). GB/s:\n\n")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "case\txgpu\ttransport\tpinned DMA\tbound\tserial\txgpu/bound")
+	for _, c := range cases {
+		o := c.Overlap
+		fmt.Fprintf(tw, "%s\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.2f\n", c.Name, c.XGPU, o.Transport, o.DMA, o.Bound, o.Serial, o.OfBound)
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	return nil
 }
 
 // fmtFigure prints a figure, with its p99 for latencies.

@@ -17,16 +17,22 @@ import (
 
 // Case groups, in the order Run measures them.
 const (
-	GroupSync      = "sync"      // synchronous call round trips
-	GroupAsync     = "async"     // pipelined asynchronous call rate
-	GroupH2D       = "h2d"       // host to device copies
-	GroupD2H       = "d2h"       // device to host copies
-	GroupPeer      = "peer"      // device to device copies between two servers
-	GroupTransport = "transport" // the data-plane transport's bulk lanes against TCP
+	GroupSync      = "sync"       // synchronous call round trips
+	GroupAsync     = "async"      // pipelined asynchronous call rate
+	GroupLaunch    = "launch"     // pipelined kernel launch rate (native runs)
+	GroupH2D       = "h2d"        // host to device copies
+	GroupD2H       = "d2h"        // device to host copies
+	GroupPeerLocal = "peer-local" // device to device copies within one server (native runs)
+	GroupPeer      = "peer"       // device to device copies between two servers
+	GroupTransport = "transport"  // the data-plane transport's bulk lanes against TCP
 )
 
 // Groups lists every case group in the order Run measures them.
-var Groups = []string{GroupSync, GroupAsync, GroupH2D, GroupD2H, GroupPeer, GroupTransport}
+var Groups = []string{GroupSync, GroupAsync, GroupLaunch, GroupH2D, GroupD2H, GroupPeerLocal, GroupPeer, GroupTransport}
+
+// NativeGroups are the groups whose only baseline is native CUDA: a run
+// without Env.Native leaves them out (and refuses them when asked for).
+var NativeGroups = []string{GroupLaunch, GroupPeerLocal}
 
 // Defaults for the zero fields of Options.
 const (
@@ -55,7 +61,9 @@ type Options struct {
 	// Sizes are the copy sizes of the h2d, d2h and peer groups, in
 	// bytes, each at most MaxSize. Zero: DefaultSizes.
 	Sizes []int64 `json:"sizes"`
-	// Groups are the case groups to run (see Groups). Zero: all.
+	// Groups are the case groups to run (see Groups). Zero: all that
+	// the Env can run (no NativeGroups without Env.Native). In a Report:
+	// the groups that ran.
 	Groups []string `json:"groups"`
 	// Rounds is how many times each case alternates with its baseline.
 	// Zero: DefaultRounds.
@@ -88,9 +96,6 @@ func QuickOptions() Options {
 func (o Options) withDefaults() Options {
 	if len(o.Sizes) == 0 {
 		o.Sizes = slices.Clone(DefaultSizes)
-	}
-	if len(o.Groups) == 0 {
-		o.Groups = slices.Clone(Groups)
 	}
 	if o.Rounds == 0 {
 		o.Rounds = DefaultRounds
@@ -137,7 +142,7 @@ func (o *Options) Validate() error {
 
 // Env is what Run measures: an open xgpu client with a device on each of
 // two servers, and two baseline peers (ServePeer), each in a process of
-// its own.
+// its own; on the cuda backend also the native program (Native).
 type Env struct {
 	// Client is the xgpu client under test. Required.
 	Client *runtime.Client
@@ -145,6 +150,26 @@ type Env struct {
 	// servers. DevA takes the host copies and is the source of peer
 	// copies; DevB is their destination.
 	DevA, DevB int
+	// DevA2 is a second logical device on DevA's server, the destination
+	// of the peer-local group, which needs it to differ from DevA. Zero:
+	// device 0.
+	DevA2 int
+	// Native measures the native CUDA baselines of a run on the cuda
+	// backend (NativeProgram): with it, the sync, async, h2d, d2h and
+	// peer-local groups compare xgpu with native CUDA on the same GPUs
+	// and keep a transport figure as the reference, and the launch group
+	// runs. Zero (nil): transport baselines only (a host run); the
+	// NativeGroups are left out.
+	Native Native
+	// NativeDevs are the native program's device numbers of the GPUs of
+	// DevA, DevA2 and DevB. Zero: device 0 for all three.
+	NativeDevs NativeDevices
+	// Skip names groups this environment cannot run, with the reason
+	// (e.g. "needs 2 GPUs"); Run reports them as skipped. Zero: none.
+	Skip map[string]string
+	// GPU describes the GPUs in the report, e.g. "2 x NVIDIA H200".
+	// Zero: not reported.
+	GPU string
 	// PeerA is the baseline of every case; PeerB receives the bulk data
 	// PeerA pushes in the peer group's baseline. Required: PeerA, and
 	// PeerB when the peer group runs.
@@ -156,6 +181,54 @@ type Env struct {
 	Setup string
 }
 
+// NativeDevices are device numbers in the native program.
+type NativeDevices struct {
+	A, A2, B int // the GPUs of Env.DevA, Env.DevA2 and Env.DevB
+}
+
+// plan returns the groups Run runs, in order, and those it skips with the
+// reason: asked (zero: every group) minus env.Skip, and minus the
+// NativeGroups without a native baseline. It fails when a group asked for
+// by name cannot run, or the Env lacks what a group needs.
+func plan(env Env, asked []string) ([]string, []Skipped, error) {
+	for g := range env.Skip {
+		if !slices.Contains(Groups, g) {
+			return nil, nil, fmt.Errorf("bench: Env.Skip names unknown group %q", g)
+		}
+	}
+	explicit := len(asked) > 0
+	if !explicit {
+		asked = Groups
+	}
+	var run []string
+	var skipped []Skipped
+	for _, g := range Groups {
+		if !slices.Contains(asked, g) {
+			continue
+		}
+		if reason, ok := env.Skip[g]; ok {
+			skipped = append(skipped, Skipped{Group: g, Reason: reason})
+			continue
+		}
+		if env.Native == nil && slices.Contains(NativeGroups, g) {
+			if explicit {
+				return nil, nil, fmt.Errorf("bench: the %s group needs a native baseline (Env.Native, a run on the cuda backend)", g)
+			}
+			continue
+		}
+		run = append(run, g)
+	}
+	switch {
+	case slices.Contains(run, GroupPeer) && env.PeerB.QUIC == "":
+		return nil, nil, errors.New("bench: the peer group needs Env.PeerB")
+	case slices.Contains(run, GroupPeer) && env.DevA == env.DevB:
+		return nil, nil, errors.New("bench: the peer group needs two devices (Env.DevA, Env.DevB)")
+	case slices.Contains(run, GroupPeerLocal) && env.DevA == env.DevA2:
+		return nil, nil, errors.New("bench: the peer-local group needs two devices of one server (Env.DevA, Env.DevA2)")
+	}
+	return run, skipped, nil
+}
+
 // Run measures every selected case against its baseline, interleaved
 // round by round in this one run, and returns the report. ctx stops it
 // between operations. Run allocates on the two devices and frees what
@@ -164,38 +237,43 @@ func Run(ctx context.Context, env Env, opt Options) (*Report, error) {
 	if err := opt.Validate(); err != nil {
 		return nil, err
 	}
-	opt = opt.withDefaults()
 	switch {
 	case env.Client == nil:
 		return nil, errors.New("bench: Env.Client is nil")
 	case env.PeerA.QUIC == "" || env.PeerA.TCP == "":
 		return nil, errors.New("bench: Env.PeerA has no address")
-	case slices.Contains(opt.Groups, GroupPeer) && env.PeerB.QUIC == "":
-		return nil, errors.New("bench: the peer group needs Env.PeerB")
-	case slices.Contains(opt.Groups, GroupPeer) && env.DevA == env.DevB:
-		return nil, errors.New("bench: the peer group needs two devices (Env.DevA, Env.DevB)")
 	}
+	groups, skipped, err := plan(env, opt.Groups)
+	if err != nil {
+		return nil, err
+	}
+	opt = opt.withDefaults()
+	opt.Groups = groups
 	start := time.Now()
 	rep := &Report{
 		Version: ReportVersion, Machine: DescribeMachine(), Date: start.UTC().Format(time.RFC3339),
-		Backend: env.Backend, Setup: env.Setup, Settings: opt, Cases: []Result{},
+		Backend: env.Backend, GPU: env.GPU, Setup: env.Setup, Settings: opt, Cases: []Result{}, Skipped: skipped,
+	}
+	if w := opt.Progress; w != nil {
+		for _, s := range skipped {
+			fmt.Fprintf(w, "%-34s skipped: %s\n", s.Group, s.Reason)
+		}
 	}
 	r := &runner{ctx: ctx, env: env, c: env.Client, opt: opt, rep: rep}
 	defer r.close()
 	if err := r.setup(); err != nil {
 		return nil, err
 	}
-	for _, g := range Groups {
-		if !slices.Contains(opt.Groups, g) {
-			continue
-		}
+	for _, g := range groups {
 		var err error
 		switch g {
 		case GroupSync:
 			err = r.syncGroup()
 		case GroupAsync:
 			err = r.asyncGroup()
-		case GroupH2D, GroupD2H, GroupPeer:
+		case GroupLaunch:
+			err = r.launchGroup()
+		case GroupH2D, GroupD2H, GroupPeerLocal, GroupPeer:
 			err = r.copyGroup(g)
 		case GroupTransport:
 			err = r.transportGroup()
@@ -222,10 +300,13 @@ type runner struct {
 
 	small  uint64 // 4 KiB on DevA
 	bufA   uint64 // maxSize on DevA (0: none)
+	bufA2  uint64 // maxSize on DevA2 (0: none)
 	bufB   uint64 // maxSize on DevB (0: none)
 	stream runtime.Stream
-	src    []byte // host source, filled
-	dst    []byte // host destination
+	mod    runtime.Module    // the launch group's module on DevA (zero: none)
+	empty  *runtime.Function // its empty kernel
+	src    []byte            // host source, filled
+	dst    []byte            // host destination
 }
 
 func (r *runner) has(g string) bool { return slices.Contains(r.opt.Groups, g) }
@@ -245,7 +326,7 @@ func (r *runner) setup() error {
 		return fmt.Errorf("bench: %w", err)
 	}
 	var maxSize, hostSize int64
-	if r.has(GroupH2D) || r.has(GroupD2H) || r.has(GroupPeer) {
+	if r.has(GroupH2D) || r.has(GroupD2H) || r.has(GroupPeer) || r.has(GroupPeerLocal) {
 		maxSize = slices.Max(r.opt.Sizes)
 	}
 	hostSize = maxSize
@@ -276,14 +357,22 @@ func (r *runner) setup() error {
 			return fmt.Errorf("bench: %w", err)
 		}
 	}
+	if maxSize > 0 && r.has(GroupPeerLocal) {
+		if r.bufA2, err = r.c.Malloc(r.env.DevA2, uint64(maxSize)); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	}
 	return nil
 }
 
 func (r *runner) close() {
-	for _, p := range []uint64{r.small, r.bufA, r.bufB} {
+	for _, p := range []uint64{r.small, r.bufA, r.bufA2, r.bufB} {
 		if p != 0 {
 			_ = r.c.Free(p)
 		}
+	}
+	if r.mod != (runtime.Module{}) {
+		_ = r.c.UnloadModule(r.mod)
 	}
 	if r.stream.Handle() != 0 {
 		_ = r.c.StreamDestroy(r.stream)
@@ -337,9 +426,6 @@ func (r *runner) add(res Result) {
 	}
 }
 
-// method is one way of doing a case's operation.
-type method func() error
-
 // rotated returns 0..n-1 rotated by k, so that no method always goes
 // first in a round.
 func rotated(n, k int) []int {
@@ -350,15 +436,47 @@ func rotated(n, k int) []int {
 	return out
 }
 
+// latMethod makes n calls of a latency case and appends each call's time
+// in microseconds to out.
+type latMethod func(n int, out []float64) ([]float64, error)
+
+// timedCalls times each call of f.
+func timedCalls(f func() error) latMethod {
+	return func(n int, out []float64) ([]float64, error) {
+		for range n {
+			t := time.Now()
+			if err := f(); err != nil {
+				return out, err
+			}
+			out = append(out, float64(time.Since(t).Nanoseconds())/1e3)
+		}
+		return out, nil
+	}
+}
+
+// nativeCalls has the native program make and time the calls of op on
+// device dev.
+func (r *runner) nativeCalls(op string, dev int) latMethod {
+	return func(n int, out []float64) ([]float64, error) {
+		figs, err := r.env.Native.Measure(r.ctx, NativeCommand{Op: op, Count: n, Dev: dev})
+		if err != nil {
+			return out, err
+		}
+		vs, err := values(figs, op, UnitMicros, n)
+		if err != nil {
+			return out, err
+		}
+		return append(out, vs...), nil
+	}
+}
+
 // latencies runs every method opt.SyncCalls times per round, the
 // methods taking turns round by round, and returns each method's call
 // times in microseconds.
-func (r *runner) latencies(ms ...method) ([][]float64, error) {
+func (r *runner) latencies(ms ...latMethod) ([][]float64, error) {
 	for _, m := range ms { // warm-up
-		for range min(50, r.opt.SyncCalls) {
-			if err := m(); err != nil {
-				return nil, err
-			}
+		if _, err := m(min(50, r.opt.SyncCalls), nil); err != nil {
+			return nil, err
 		}
 	}
 	out := make([][]float64, len(ms))
@@ -370,43 +488,72 @@ func (r *runner) latencies(ms ...method) ([][]float64, error) {
 			if err := r.ctx.Err(); err != nil {
 				return nil, context.Cause(r.ctx)
 			}
-			for range r.opt.SyncCalls {
-				t := time.Now()
-				if err := ms[k](); err != nil {
-					return nil, err
-				}
-				out[k] = append(out[k], float64(time.Since(t).Nanoseconds())/1e3)
+			var err error
+			if out[k], err = ms[k](r.opt.SyncCalls, out[k]); err != nil {
+				return nil, err
 			}
 		}
 	}
 	return out, nil
 }
 
+// rateMethod runs one round of a rate or throughput case and returns its
+// figure: calls per second, or GB/s.
+type rateMethod func() (float64, error)
+
+// timed times f, which does units units of work (calls, or 10^9 bytes).
+func timed(units float64, f func() error) rateMethod {
+	return func() (float64, error) {
+		t := time.Now()
+		if err := f(); err != nil {
+			return 0, err
+		}
+		return units / time.Since(t).Seconds(), nil
+	}
+}
+
+// nativeRate has the native program run cmd, which times itself.
+func (r *runner) nativeRate(cmd NativeCommand) rateMethod {
+	return func() (float64, error) {
+		figs, err := r.env.Native.Measure(r.ctx, cmd)
+		if err != nil {
+			return 0, err
+		}
+		vs, err := values(figs, cmd.Op, NativeUnit(cmd.Op), 1)
+		if err != nil {
+			return 0, err
+		}
+		if vs[0] <= 0 {
+			return 0, fmt.Errorf("bench: native figure %s is %v", cmd.Op, vs[0])
+		}
+		return vs[0], nil
+	}
+}
+
 // rates runs every method once per round, the methods taking turns round
-// by round, and returns the median over rounds of units per second for
-// each, where one run of a method does units units of work (calls or
-// bytes), after one untimed warm-up run each.
-func (r *runner) rates(units float64, ms ...method) ([]float64, error) {
+// by round, after one untimed warm-up run each, and returns the median
+// over rounds of each method's figure.
+func (r *runner) rates(ms ...rateMethod) ([]float64, error) {
 	for _, m := range ms {
-		if err := m(); err != nil {
+		if _, err := m(); err != nil {
 			return nil, err
 		}
 	}
-	return r.timedRates(units, ms...)
+	return r.timedRates(ms...)
 }
 
-func (r *runner) timedRates(units float64, ms ...method) ([]float64, error) {
+func (r *runner) timedRates(ms ...rateMethod) ([]float64, error) {
 	per := make([][]float64, len(ms))
 	for round := range r.opt.Rounds {
 		for _, k := range rotated(len(ms), round) {
 			if err := r.ctx.Err(); err != nil {
 				return nil, context.Cause(r.ctx)
 			}
-			t := time.Now()
-			if err := ms[k](); err != nil {
+			v, err := ms[k]()
+			if err != nil {
 				return nil, err
 			}
-			per[k] = append(per[k], units/time.Since(t).Seconds())
+			per[k] = append(per[k], v)
 		}
 	}
 	out := make([]float64, len(ms))
@@ -426,23 +573,33 @@ func callBody(op wire.Op, c *calls.Call) []byte {
 	return e.B
 }
 
+// native reports whether the run has native baselines.
+func (r *runner) native() bool { return r.env.Native != nil }
+
 func (r *runner) syncGroup() error {
 	out := make([]byte, 4)
 	dev := uint32(r.env.DevA)
 	cases := []struct {
-		name string
-		xgpu method
-		body []byte
+		name, native, nativeName string
+		xgpu                     func() error
+		body                     []byte
 	}{
-		{"sync/d2h-4B", func() error { return r.c.MemcpyDtoH(out, r.small) },
+		{"sync/d2h-4B", NativeD2H4, "native cudaMemcpy of 4 B, device to pageable host",
+			func() error { return r.c.MemcpyDtoH(out, r.small) },
 			callBody(calls.OpMemcpyDtoH, &calls.Call{Dev: dev, Src: r.small, N: 4, Stream: r.stream.Handle()})},
-		{"sync/stream-synchronize", func() error { return r.c.StreamSynchronize(r.stream) },
+		{"sync/stream-synchronize", NativeStreamSync, "native cudaStreamSynchronize of an idle stream",
+			func() error { return r.c.StreamSynchronize(r.stream) },
 			callBody(calls.OpStreamSynchronize, &calls.Call{Dev: dev, Stream: r.stream.Handle()})},
 	}
 	for _, tc := range cases {
-		ls, err := r.latencies(tc.xgpu,
-			func() error { return r.pc.echo(tc.body) },
-			func() error { return r.tcp.echo(tc.body) })
+		quic := timedCalls(func() error { return r.pc.echo(tc.body) })
+		ms := []latMethod{timedCalls(tc.xgpu), quic, timedCalls(func() error { return r.tcp.echo(tc.body) })}
+		names := []string{"raw request/response, QUIC call stream", "raw request/response, TCP"}
+		if r.native() {
+			ms = []latMethod{ms[0], r.nativeCalls(tc.native, r.env.NativeDevs.A), quic}
+			names = []string{tc.nativeName, names[0]}
+		}
+		ls, err := r.latencies(ms...)
 		if err != nil {
 			return err
 		}
@@ -450,14 +607,29 @@ func (r *runner) syncGroup() error {
 			Name: tc.name, Group: GroupSync, Unit: UnitMicros,
 			XGPU: quantile(ls[0], 0.5), XGPUP99: quantile(ls[0], 0.99),
 			Baseline: quantile(ls[1], 0.5), BaselineP99: quantile(ls[1], 0.99),
-			BaselineName:  "raw request/response, QUIC call stream",
+			BaselineName:  names[0],
 			Reference:     quantile(ls[2], 0.5),
 			ReferenceP99:  quantile(ls[2], 0.99),
-			ReferenceName: "raw request/response, TCP",
+			ReferenceName: names[1],
 			Rounds:        r.opt.Rounds, Samples: len(ls[0]),
 		})
 	}
 	return nil
+}
+
+// asyncResult records a rate case: xgpu, then either its native baseline
+// and the raw frames as reference, or the raw frames as baseline.
+func (r *runner) asyncResult(res Result, rs []float64, nativeName string) {
+	const frames = "raw framed writes, QUIC call stream"
+	res.Unit, res.Rounds, res.Samples = UnitRate, r.opt.Rounds, r.opt.Rounds
+	res.XGPU, res.Baseline = rs[0], rs[1]
+	if r.native() {
+		res.BaselineName = nativeName
+		res.Reference, res.ReferenceName = rs[2], frames
+	} else {
+		res.BaselineName = frames
+	}
+	r.add(res)
 }
 
 func (r *runner) asyncGroup() error {
@@ -472,16 +644,70 @@ func (r *runner) asyncGroup() error {
 		}
 		return r.c.StreamSynchronize(r.stream)
 	}
-	rs, err := r.rates(float64(n), xgpu, func() error { return r.pc.frames(n, body) })
+	frames := timed(float64(n), func() error { return r.pc.frames(n, body) })
+	ms := []rateMethod{timed(float64(n), xgpu), frames}
+	if r.native() {
+		ms = []rateMethod{ms[0], r.nativeRate(NativeCommand{Op: NativeMemset, Count: n, Dev: r.env.NativeDevs.A}), frames}
+	}
+	rs, err := r.rates(ms...)
 	if err != nil {
 		return err
 	}
-	r.add(Result{
-		Name: fmt.Sprintf("async/memset-%dB", memsetBytes), Group: GroupAsync, Unit: UnitRate,
-		XGPU: rs[0], XGPUName: fmt.Sprintf("%d cudaMemsetAsync then cudaStreamSynchronize", n),
-		Baseline: rs[1], BaselineName: "raw framed writes, QUIC call stream",
-		Rounds: r.opt.Rounds, Samples: r.opt.Rounds,
-	})
+	r.asyncResult(Result{
+		Name: fmt.Sprintf("async/memset-%dB", memsetBytes), Group: GroupAsync,
+		XGPUName: fmt.Sprintf("%d cudaMemsetAsync then cudaStreamSynchronize", n),
+	}, rs, fmt.Sprintf("native: %d cudaMemsetAsync then cudaStreamSynchronize", n))
+	return nil
+}
+
+// emptyKernelName is the kernel of emptyKernelPTX.
+const emptyKernelName = "xgpu_bench_empty"
+
+// emptyKernelPTX is a kernel that does nothing, as PTX, which the cuda
+// backend loads without nvcc (the driver compiles it for the GPU).
+const emptyKernelPTX = `.version 7.0
+.target sm_70
+.address_size 64
+
+.visible .entry xgpu_bench_empty()
+{
+	ret;
+}
+`
+
+func (r *runner) launchGroup() error {
+	if r.empty == nil {
+		m, err := r.c.LoadModule(r.env.DevA, []byte(emptyKernelPTX))
+		if err != nil {
+			return fmt.Errorf("load the empty kernel: %w", err)
+		}
+		r.mod = m
+		if r.empty, err = r.c.GetFunction(m, emptyKernelName); err != nil {
+			return fmt.Errorf("load the empty kernel: %w", err)
+		}
+	}
+	n := r.opt.AsyncCalls
+	one := runtime.Dim3{X: 1, Y: 1, Z: 1}
+	body := callBody(calls.OpLaunchKernel, &calls.Call{Dev: uint32(r.env.DevA), Stream: r.stream.Handle(), Aux: r.empty.Handle(),
+		Grid: [3]uint32{1, 1, 1}, Block: [3]uint32{1, 1, 1}})
+	xgpu := func() error {
+		for range n {
+			if err := r.c.LaunchKernelPacked(r.empty, one, one, 0, r.stream, nil); err != nil {
+				return err
+			}
+		}
+		return r.c.StreamSynchronize(r.stream)
+	}
+	rs, err := r.rates(timed(float64(n), xgpu),
+		r.nativeRate(NativeCommand{Op: NativeLaunch, Count: n, Dev: r.env.NativeDevs.A}),
+		timed(float64(n), func() error { return r.pc.frames(n, body) }))
+	if err != nil {
+		return err
+	}
+	r.asyncResult(Result{
+		Name: "launch/empty-kernel", Group: GroupLaunch,
+		XGPUName: fmt.Sprintf("%d launches of an empty kernel (PTX) <<<1, 1>>> then cudaStreamSynchronize", n),
+	}, rs, fmt.Sprintf("native: %d launches of an empty kernel <<<1, 1>>> then cudaStreamSynchronize", n))
 	return nil
 }
 
@@ -490,8 +716,8 @@ func (r *runner) reps(n int64) int {
 	return int(max(1, (r.opt.RoundBytes+n-1)/n))
 }
 
-// repeat returns a method that runs f reps times.
-func repeat(reps int, f func() error) method {
+// repeat returns a function that runs f reps times.
+func repeat(reps int, f func() error) func() error {
 	return func() error {
 		for range reps {
 			if err := f(); err != nil {
@@ -502,74 +728,175 @@ func repeat(reps int, f func() error) method {
 	}
 }
 
-// copyMethods returns xgpu's copy of n bytes in group g and its
-// baselines, one copy each.
-func (r *runner) copyMethods(g string, n int64) []func() error {
+// Roles of a copy method in its case's Result.
+const (
+	roleXGPU = iota
+	roleBaseline
+	roleReference
+	roleExtra
+)
+
+// copyMethod is one way of making the copies of a case.
+type copyMethod struct {
+	role  int
+	name  string
+	round func(n int64, reps int) rateMethod // reps copies of n bytes, in GB/s
+}
+
+// goCopy is a copy method the runner times; one(n) makes one copy of n
+// bytes.
+func goCopy(role int, name string, one func(n int64) func() error) copyMethod {
+	return copyMethod{role: role, name: name, round: func(n int64, reps int) rateMethod {
+		return timed(float64(int64(reps)*n)/1e9, repeat(reps, one(n)))
+	}}
+}
+
+// nativeCopy is a copy method of the native program.
+func (r *runner) nativeCopy(role int, name, op string, dev, peer int) copyMethod {
+	return copyMethod{role: role, name: name, round: func(n int64, reps int) rateMethod {
+		return r.nativeRate(NativeCommand{Op: op, Count: reps, Bytes: n, Dev: dev, Peer: peer})
+	}}
+}
+
+// copyMethods returns the methods of group g's copies: xgpu's first.
+func (r *runner) copyMethods(g string) []copyMethod {
+	nd := r.env.NativeDevs
+	quicName := fmt.Sprintf("raw striped QUIC bulk, %d lanes", r.pc.c.BulkLanes())
 	switch g {
 	case GroupH2D:
-		p := r.src[:n]
-		return []func() error{
-			func() error { return r.c.MemcpyHtoD(r.bufA, p) },
-			func() error { return r.tcp.sink(p) },
-			func() error { return r.pc.sinkQUIC(r.ctx, p) },
+		xgpu := goCopy(roleXGPU, "cudaMemcpy host to device", func(n int64) func() error {
+			p := r.src[:n]
+			return func() error { return r.c.MemcpyHtoD(r.bufA, p) }
+		})
+		quic := func(role int) copyMethod {
+			return goCopy(role, quicName, func(n int64) func() error {
+				p := r.src[:n]
+				return func() error { return r.pc.sinkQUIC(r.ctx, p) }
+			})
 		}
+		if r.native() {
+			xgpu.name = "cudaMemcpy host to device, from the client's pageable memory"
+			return []copyMethod{xgpu,
+				r.nativeCopy(roleBaseline, "native cudaMemcpy from pageable host memory", NativeH2DPageable, nd.A, 0),
+				quic(roleReference),
+				r.nativeCopy(roleExtra, "native pinned cudaMemcpy", NativeH2DPinned, nd.A, 0)}
+		}
+		return []copyMethod{xgpu,
+			goCopy(roleBaseline, "one TCP connection", func(n int64) func() error {
+				p := r.src[:n]
+				return func() error { return r.tcp.sink(p) }
+			}),
+			quic(roleReference)}
 	case GroupD2H:
-		p := r.dst[:n]
-		return []func() error{
-			func() error { return r.c.MemcpyDtoH(p, r.bufA) },
-			func() error { return r.tcp.source(p) },
-			func() error { return r.pc.sourceQUIC(r.ctx, p) },
+		xgpu := goCopy(roleXGPU, "cudaMemcpy device to host", func(n int64) func() error {
+			p := r.dst[:n]
+			return func() error { return r.c.MemcpyDtoH(p, r.bufA) }
+		})
+		quic := func(role int) copyMethod {
+			return goCopy(role, quicName, func(n int64) func() error {
+				p := r.dst[:n]
+				return func() error { return r.pc.sourceQUIC(r.ctx, p) }
+			})
+		}
+		if r.native() {
+			xgpu.name = "cudaMemcpy device to host, into the client's pageable memory"
+			return []copyMethod{xgpu,
+				r.nativeCopy(roleBaseline, "native cudaMemcpy to pageable host memory", NativeD2HPageable, nd.A, 0),
+				quic(roleReference),
+				r.nativeCopy(roleExtra, "native pinned cudaMemcpy", NativeD2HPinned, nd.A, 0)}
+		}
+		return []copyMethod{xgpu,
+			goCopy(roleBaseline, "one TCP connection", func(n int64) func() error {
+				p := r.dst[:n]
+				return func() error { return r.tcp.source(p) }
+			}),
+			quic(roleReference)}
+	case GroupPeerLocal:
+		return []copyMethod{
+			goCopy(roleXGPU, "cudaMemcpyPeer between two devices of one server", func(n int64) func() error {
+				return func() error { return r.c.MemcpyPeer(r.bufA2, r.env.DevA2, r.bufA, r.env.DevA, uint64(n)) }
+			}),
+			r.nativeCopy(roleBaseline, "native cudaMemcpyPeer between the same GPUs, each copy synchronized", NativePeer, nd.A, nd.A2),
 		}
 	default: // GroupPeer
-		return []func() error{
-			func() error { return r.c.MemcpyPeer(r.bufB, r.env.DevB, r.bufA, r.env.DevA, uint64(n)) },
-			func() error { return r.pc.push(int(n), r.env.PeerB) },
+		ms := []copyMethod{
+			goCopy(roleXGPU, "cudaMemcpyPeer between devices of two servers", func(n int64) func() error {
+				return func() error { return r.c.MemcpyPeer(r.bufB, r.env.DevB, r.bufA, r.env.DevA, uint64(n)) }
+			}),
+			goCopy(roleBaseline, fmt.Sprintf("raw striped QUIC bulk between two processes, %d lanes", r.pc.c.BulkLanes()),
+				func(n int64) func() error {
+					return func() error { return r.pc.push(int(n), r.env.PeerB) }
+				}),
 		}
+		if r.native() {
+			ms = append(ms, r.nativeCopy(roleReference, "native cudaMemcpyPeer between the same GPUs, each copy synchronized", NativePeer, nd.A, nd.B))
+		}
+		return ms
 	}
 }
 
-// copyGroup measures the copies of group g (h2d, d2h or peer) at every
-// size.
+// copyGroup measures the copies of group g (h2d, d2h, peer-local or
+// peer) at every size.
 func (r *runner) copyGroup(g string) error {
 	sizes := slices.Sorted(slices.Values(r.opt.Sizes))
+	methods := r.copyMethods(g)
 	// One untimed copy of the largest size per method warms the
 	// connections and faults in every buffer: each case copies a prefix
 	// of the same memory.
-	for _, f := range r.copyMethods(g, sizes[len(sizes)-1]) {
-		if err := f(); err != nil {
+	for _, m := range methods {
+		if _, err := m.round(sizes[len(sizes)-1], 1)(); err != nil {
 			return err
 		}
 	}
 	for _, n := range sizes {
 		reps := r.reps(n)
-		var ms []method
-		for _, f := range r.copyMethods(g, n) {
-			ms = append(ms, repeat(reps, f))
+		ms := make([]rateMethod, len(methods))
+		for i, m := range methods {
+			ms[i] = m.round(n, reps)
 		}
 		before := payload(r.c.Stats())
-		rs, err := r.timedRates(float64(int64(reps)*n)/1e9, ms...)
+		rs, err := r.timedRates(ms...)
 		if err != nil {
 			return err
 		}
 		res := Result{
 			Name: g + "/" + SizeName(n), Group: g, Unit: UnitGBps, Bytes: n,
-			XGPU: rs[0], Baseline: rs[1], BaselineName: "one TCP connection",
 			Rounds: r.opt.Rounds, Samples: r.opt.Rounds * reps,
 		}
-		switch g {
-		case GroupH2D, GroupD2H:
-			res.XGPUName = map[string]string{GroupH2D: "cudaMemcpy host to device", GroupD2H: "cudaMemcpy device to host"}[g]
-			res.Reference = rs[2]
-			res.ReferenceName = fmt.Sprintf("raw striped QUIC bulk, %d lanes", r.pc.c.BulkLanes())
-		case GroupPeer:
+		for i, m := range methods {
+			switch m.role {
+			case roleXGPU:
+				res.XGPU, res.XGPUName = rs[i], m.name
+			case roleBaseline:
+				res.Baseline, res.BaselineName = rs[i], m.name
+			case roleReference:
+				res.Reference, res.ReferenceName = rs[i], m.name
+			case roleExtra:
+				res.Extra = append(res.Extra, Extra{Name: m.name, Value: rs[i], Ratio: ratio(rs[0], rs[i])})
+			}
+		}
+		if g == GroupPeer {
 			moved := payload(r.c.Stats()) - before
-			res.XGPUName = "cudaMemcpyPeer between devices of two servers"
-			res.BaselineName = fmt.Sprintf("raw striped QUIC bulk between two processes, %d lanes", r.pc.c.BulkLanes())
 			res.ClientPayloadBytes = &moved
+		}
+		if r.native() && (g == GroupH2D || g == GroupD2H) {
+			res.Overlap = overlapOf(res.XGPU, res.Reference, res.Extra[0].Value)
 		}
 		r.add(res)
 	}
 	return nil
+}
+
+// overlapOf relates a host copy through xgpu to its two stages: the
+// transport between client and server, and the server's DMA from pinned
+// staging memory.
+func overlapOf(xgpu, transport, dma float64) *Overlap {
+	o := &Overlap{Transport: transport, DMA: dma, Bound: min(transport, dma)}
+	if transport > 0 && dma > 0 {
+		o.Serial = 1 / (1/transport + 1/dma)
+	}
+	o.OfBound = ratio(xgpu, o.Bound)
+	return o
 }
 
 // payload is the copy payload that crossed the client's connections.
@@ -598,14 +925,15 @@ func (r *runner) transportGroup() error {
 	n := r.opt.TransportSize
 	p := r.src[:n]
 	reps := r.reps(n)
+	units := float64(int64(reps)*n) / 1e9
 	one, err := r.lane(1)
 	if err != nil {
 		return err
 	}
 	names := []string{"quic-1-stream"}
-	ms := []method{
-		repeat(reps, func() error { return r.tcp.sink(p) }),
-		repeat(reps, func() error { return one.sinkStream(r.ctx, p) }),
+	ms := []rateMethod{
+		timed(units, repeat(reps, func() error { return r.tcp.sink(p) })),
+		timed(units, repeat(reps, func() error { return one.sinkStream(r.ctx, p) })),
 	}
 	for _, l := range transportLanes {
 		pc, err := r.lane(l)
@@ -613,9 +941,9 @@ func (r *runner) transportGroup() error {
 			return err
 		}
 		names = append(names, fmt.Sprintf("striped-%d-lane%s", l, map[bool]string{true: "s"}[l > 1]))
-		ms = append(ms, repeat(reps, func() error { return pc.sinkQUIC(r.ctx, p) }))
+		ms = append(ms, timed(units, repeat(reps, func() error { return pc.sinkQUIC(r.ctx, p) })))
 	}
-	rs, err := r.rates(float64(int64(reps)*n)/1e9, ms...)
+	rs, err := r.rates(ms...)
 	if err != nil {
 		return err
 	}

@@ -124,7 +124,7 @@ func TestOptionsValidate(t *testing.T) {
 
 func TestOptionsDefaults(t *testing.T) {
 	o := Options{}.withDefaults()
-	if len(o.Sizes) != len(DefaultSizes) || len(o.Groups) != len(Groups) || o.Rounds != DefaultRounds ||
+	if len(o.Sizes) != len(DefaultSizes) || len(o.Groups) != 0 || o.Rounds != DefaultRounds ||
 		o.SyncCalls != DefaultSyncCalls || o.AsyncCalls != DefaultAsyncCalls || o.RoundBytes != DefaultRoundBytes ||
 		o.TransportSize != DefaultTransportSize {
 		t.Errorf("defaults: %+v", o)

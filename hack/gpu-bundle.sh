@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Builds everything the GPU tests need into dist/gpu.tar.xz, for a GPU machine
-# that has no Go toolchain: the xgpu binary and one test binary (build tag
-# cuda) per package that has GPU tests. Run them there with hack/gpu-run.sh.
+# Builds everything the GPU tests and benchmarks need into dist/gpu.tar.xz,
+# for a GPU machine that has no Go toolchain: the xgpu binary, one test binary
+# (build tag cuda) per package that has GPU tests, and the CUDA shim. There,
+# from the root of the working tree (which holds the CUDA sources nvcc builds):
+#   hack/gpu-run.sh                                         the GPU tests
+#   tar -C dist -xJf dist/gpu.tar.xz && make bench BIN=dist/gpu   the benchmark
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=dist/gpu
@@ -17,4 +20,11 @@ done
 make -s shim
 cp bin/libxgpu.so bin/libcudart.so.13 bin/libcuda.so.1 "$out/"
 tar -C dist -cJf dist/gpu.tar.xz gpu
-ls -la dist/gpu.tar.xz
+# What a GPU machine is sent must stay small.
+limit=$((64 << 20))
+size=$(stat -c %s dist/gpu.tar.xz)
+echo "dist/gpu.tar.xz: $((size >> 20)) MiB ($size bytes; limit $((limit >> 20)) MiB)"
+if [ "$size" -ge "$limit" ]; then
+  echo "dist/gpu.tar.xz is over the limit" >&2
+  exit 1
+fi

@@ -4,22 +4,35 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/xgpu/xgpu/bench"
+	"github.com/xgpu/xgpu/internal/pb"
 	"github.com/xgpu/xgpu/runtime"
+	"github.com/xgpu/xgpu/server/nvml"
 )
 
-// benchServers are the host-backend servers a bench run starts; the
-// client gets the first device of each.
+// benchServers are the servers a bench run starts: A and B.
 var benchServers = []string{"bench-a", "bench-b"}
+
+// benchConfig is what benchCluster starts and runs.
+type benchConfig struct {
+	backend string // "host" or "cuda"
+	native  string // cuda: the native program
+	gpus    string // cuda: --gpus, as CUDA_VISIBLE_DEVICES takes it ("" unless given)
+	gpusSet bool
+	opt     bench.Options
+}
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench", "[flags]", stderr)
@@ -29,14 +42,32 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cases := fs.String("cases", "", "comma-separated case groups: "+strings.Join(bench.Groups, ",")+" (default: all)")
 	rounds := fs.Int("rounds", 0, "rounds per case, each alternating xgpu and its baselines (default: 5, or 3 with --quick)")
 	syncCalls := fs.Int("sync-calls", 0, "calls per method and round in the sync cases (default: 500, or 300 with --quick)")
-	asyncCalls := fs.Int("async-calls", 0, "calls per method and round in the async case (default: 20000, or 10000 with --quick)")
+	asyncCalls := fs.Int("async-calls", 0, "calls per method and round in the async and launch cases (default: 20000, or 10000 with --quick)")
 	logDir := fs.String("log-dir", "", "directory for the started processes' logs (default: a temporary directory, removed after a successful run)")
+	backend := fs.String("backend", "host", "servers' device backend: host (emulated devices; transport baselines) or cuda (this machine's GPUs; native CUDA baselines from --native)")
+	native := fs.String("native", "", "cuda: the native baseline program, examples/bench/cudabench.cu built with nvcc (make bench builds it)")
+	gpus := fs.String("gpus", "", "cuda: the GPUs to use, as CUDA_VISIBLE_DEVICES names them (indices or UUIDs, comma-separated); the first two go to server A, the third (or the second) to server B (default: CUDA_VISIBLE_DEVICES, or every GPU)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		fs.Usage()
 		return errUsage
+	}
+	cfg := benchConfig{backend: *backend, native: *native, gpus: *gpus}
+	fs.Visit(func(f *flag.Flag) { cfg.gpusSet = cfg.gpusSet || f.Name == "gpus" })
+	switch {
+	case cfg.backend != "host" && cfg.backend != "cuda":
+		return fmt.Errorf("--backend %q: want host or cuda", cfg.backend)
+	case cfg.backend == "cuda" && cfg.native == "":
+		return errors.New("--backend cuda needs --native, the native baseline program (make bench builds it with nvcc)")
+	case cfg.backend == "host" && (cfg.native != "" || cfg.gpusSet):
+		return errors.New("--native and --gpus need --backend cuda")
+	}
+	if cfg.native != "" {
+		if st, err := os.Stat(cfg.native); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return fmt.Errorf("--native %s: not an executable file", cfg.native)
+		}
 	}
 	opt := bench.Options{}
 	if *quick {
@@ -76,6 +107,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := opt.Validate(); err != nil {
 		return err
 	}
+	for _, g := range opt.Groups {
+		if cfg.backend == "host" && slices.Contains(bench.NativeGroups, g) {
+			return fmt.Errorf("--cases %s: the group compares with native CUDA; it needs --backend cuda", g)
+		}
+	}
 	var out io.Writer
 	if *jsonOut != "" && *jsonOut != "-" {
 		// Fail now rather than after a run of minutes.
@@ -97,7 +133,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	rep, err := benchCluster(ctx, dir, opt, stderr)
+	cfg.opt = opt
+	rep, err := benchCluster(ctx, dir, cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "xgpu bench: the processes' logs are in %s\n", dir)
 		return err
@@ -120,11 +157,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// benchCluster starts two host-backend servers and two baseline peers on
-// loopback, opens a client on a device of each server and runs the
+// benchCluster starts two servers (host backend, or cuda on this
+// machine's GPUs) and two baseline peers on loopback, and for cuda the
+// native program; it opens a client on the servers' devices and runs the
 // benchmark.
-func benchCluster(ctx context.Context, dir string, opt bench.Options, stderr io.Writer) (*bench.Report, error) {
-	sizes := opt.Sizes
+func benchCluster(ctx context.Context, dir string, cfg benchConfig, stderr io.Writer) (*bench.Report, error) {
+	sizes := cfg.opt.Sizes
 	if len(sizes) == 0 {
 		sizes = bench.DefaultSizes
 	}
@@ -138,32 +176,22 @@ func benchCluster(ctx context.Context, dir string, opt bench.Options, stderr io.
 			fmt.Fprintf(stderr, "xgpu bench: %v\n", err)
 		}
 	}()
-	start := func(name string, args ...string) (string, error) {
+	start := func(name string, env []string, args ...string) (string, error) {
 		f, err := os.Create(filepath.Join(dir, name+".log"))
 		if err != nil {
 			return "", err
 		}
 		defer f.Close() // the child holds its own descriptor
-		c, addr, err := startChild(ctx, name, dir, f, args...)
+		c, addr, err := startBenchChild(ctx, name, dir, f, env, args...)
 		if err != nil {
 			return "", err
 		}
 		children = append(children, c)
 		return addr, nil
 	}
-	var servers []string
-	for _, name := range benchServers {
-		addr, err := start(name, "server", "--backend", "host", "--host", name, "--id", name,
-			"--listen", "127.0.0.1:0", "--devices", "1", "--memory", strconv.FormatUint(memory, 10),
-			"--log-level", "warn")
-		if err != nil {
-			return nil, err
-		}
-		servers = append(servers, addr)
-	}
 	var infos []bench.PeerInfo
 	for _, name := range []string{"bench-peer-a", "bench-peer-b"} {
-		line, err := start(name, "bench-peer", "--listen-host", "127.0.0.1",
+		line, err := start(name, nil, "bench-peer", "--listen-host", "127.0.0.1",
 			"--max-bytes", strconv.FormatInt(largest, 10), "--log-level", "warn")
 		if err != nil {
 			return nil, err
@@ -174,8 +202,65 @@ func benchCluster(ctx context.Context, dir string, opt bench.Options, stderr io.
 		}
 		infos = append(infos, info)
 	}
+	env := bench.Env{DevA: 0, DevB: 1, PeerA: infos[0], PeerB: infos[1], Backend: cfg.backend}
+	var refs []bench.DeviceRef
+	if cfg.backend == "host" {
+		for _, name := range benchServers {
+			addr, err := start(name, nil, "server", "--backend", "host", "--host", name, "--id", name,
+				"--listen", "127.0.0.1:0", "--devices", "1", "--memory", strconv.FormatUint(memory, 10),
+				"--log-level", "warn")
+			if err != nil {
+				return nil, err
+			}
+			refs = append(refs, bench.DeviceRef{Server: addr})
+		}
+		env.Setup = "this client; 2 xgpu servers (host backend, 1 device each) with one session worker each; " +
+			"2 baseline peer processes; all on loopback, sharing the machine's cores"
+	} else {
+		gpus, err := benchGPUs(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		lay, err := planGPUs(gpus)
+		if err != nil {
+			return nil, err
+		}
+		var addrs []string
+		for i, vis := range [][]string{lay.a, lay.b} {
+			if len(vis) == 0 {
+				continue
+			}
+			name := benchServers[i]
+			addr, err := start(name, cudaEnv(vis), "server", "--backend", "cuda", "--host", name, "--id", name,
+				"--listen", "127.0.0.1:0", "--log-level", "warn")
+			if err != nil {
+				return nil, err
+			}
+			addrs = append(addrs, addr)
+		}
+		for _, d := range lay.devices {
+			refs = append(refs, bench.DeviceRef{Server: addrs[d.server], GPU: d.gpu})
+		}
+		env.DevA, env.DevB, env.DevA2 = lay.devA, lay.devB, lay.devA2
+		env.NativeDevs, env.Skip = lay.native, lay.skip
+		env.GPU = describeGPUs(gpus[:len(lay.visible)])
+		logf, err := os.Create(filepath.Join(dir, "native.log"))
+		if err != nil {
+			return nil, err
+		}
+		defer logf.Close()
+		np, err := bench.StartNative(ctx, bench.NativeConfig{Path: cfg.native, Env: cudaEnv(lay.visible), Stderr: logf})
+		if err != nil {
+			return nil, err
+		}
+		defer np.Close()
+		env.Native = np
+		env.Setup = fmt.Sprintf("this client; server A (cuda backend, GPUs %s) and %s, one session worker each; "+
+			"the native program %s on the same GPUs; 2 baseline peer processes; all on this machine, loopback",
+			strings.Join(lay.a, ","), describeServerB(lay.b), cfg.native)
+	}
 
-	m, err := bench.DeviceMap(ctx, servers)
+	m, err := bench.DeviceMapOf(ctx, refs)
 	if err != nil {
 		return nil, err
 	}
@@ -184,12 +269,139 @@ func benchCluster(ctx context.Context, dir string, opt bench.Options, stderr io.
 		return nil, err
 	}
 	defer c.Close()
-	env := bench.Env{
-		Client: c, DevA: 0, DevB: 1, PeerA: infos[0], PeerB: infos[1], Backend: "host",
-		Setup: "this client; 2 xgpu servers (host backend, 1 device each) with one session worker each; " +
-			"2 baseline peer processes; all on loopback, sharing the machine's cores",
+	env.Client = c
+	return bench.Run(ctx, env, cfg.opt)
+}
+
+func describeServerB(b []string) string {
+	if len(b) == 0 {
+		return "no server B"
 	}
-	return bench.Run(ctx, env, opt)
+	return "server B (cuda backend, GPU " + strings.Join(b, ",") + ")"
+}
+
+// describeGPUs names the GPUs of a run, e.g. "2 x NVIDIA H200".
+func describeGPUs(gpus []*pb.GPU) string {
+	var parts []string
+	count := map[string]int{}
+	for _, g := range gpus {
+		if count[g.GetName()] == 0 {
+			parts = append(parts, g.GetName())
+		}
+		count[g.GetName()]++
+	}
+	for i, name := range parts {
+		parts[i] = fmt.Sprintf("%d x %s", count[name], name)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// cudaEnv is the environment of a process that sees the GPUs vis, with
+// NVLink multicast off as in every GPU run of the project.
+func cudaEnv(vis []string) []string {
+	return []string{"CUDA_VISIBLE_DEVICES=" + strings.Join(vis, ","),
+		"NCCL_NVLS_ENABLE=0", "TORCH_SYMM_MEM_DISABLE_MULTICAST=1", "NVSHMEM_DISABLE_NVLS=1"}
+}
+
+// benchGPUs lists the GPUs a cuda run may use, in order: --gpus, else
+// CUDA_VISIBLE_DEVICES, else every GPU NVML lists.
+func benchGPUs(ctx context.Context, cfg benchConfig) ([]*pb.GPU, error) {
+	all, err := (&nvml.Source{}).GPUs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("--backend cuda: %w", err)
+	}
+	spec, set := os.LookupEnv("CUDA_VISIBLE_DEVICES")
+	what := "CUDA_VISIBLE_DEVICES"
+	if cfg.gpusSet {
+		spec, set, what = cfg.gpus, true, "--gpus"
+	}
+	gpus, err := visibleGPUs(all, spec, set)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return gpus, nil
+}
+
+// gpuLayout places a cuda run on its GPUs.
+type gpuLayout struct {
+	a, b    []string // the GPUs (UUIDs) of servers A and B; b is empty with one GPU
+	visible []string // the native program's GPUs: its device i is visible[i]
+	// devices are the logical devices of the client's map, in order:
+	// 0 is A's first GPU, then B's GPU, then A's second GPU.
+	devices           []gpuRef
+	devA, devB, devA2 int
+	native            bench.NativeDevices
+	skip              map[string]string
+}
+
+// gpuRef is a GPU of a started server: servers in start order, GPUs as
+// the server numbers them.
+type gpuRef struct{ server, gpu int }
+
+// planGPUs places a cuda run on gpus: server A gets the first two (the
+// peer-local pair), server B the third, or with two GPUs the second, so
+// that a copy from A's first GPU to B crosses both servers' workers and
+// two GPUs. With one GPU the two peer groups are skipped.
+func planGPUs(gpus []*pb.GPU) (gpuLayout, error) {
+	var ids []string
+	for _, g := range gpus {
+		ids = append(ids, g.GetUuid())
+	}
+	switch n := len(ids); {
+	case n == 0:
+		return gpuLayout{}, errors.New("--backend cuda: no GPU to use")
+	case n == 1:
+		why := "needs 2 GPUs; 1 in use"
+		return gpuLayout{
+			a: ids[:1], visible: ids[:1], devices: []gpuRef{{0, 0}},
+			skip: map[string]string{bench.GroupPeerLocal: why, bench.GroupPeer: why},
+		}, nil
+	case n == 2:
+		return gpuLayout{
+			a: ids[:2], b: ids[1:2], visible: ids[:2],
+			devices: []gpuRef{{0, 0}, {1, 0}, {0, 1}}, devA: 0, devB: 1, devA2: 2,
+			native: bench.NativeDevices{A: 0, A2: 1, B: 1},
+		}, nil
+	default:
+		return gpuLayout{
+			a: ids[:2], b: ids[2:3], visible: ids[:3],
+			devices: []gpuRef{{0, 0}, {1, 0}, {0, 1}}, devA: 0, devB: 1, devA2: 2,
+			native: bench.NativeDevices{A: 0, A2: 1, B: 2},
+		}, nil
+	}
+}
+
+// startBenchChild is startChild with env added to the child's
+// environment.
+func startBenchChild(ctx context.Context, name, dir string, logw io.Writer, env []string, args ...string) (*child, string, error) {
+	if len(env) == 0 {
+		return startChild(ctx, name, dir, logw, args...)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, "", fmt.Errorf("find own executable: %w", err)
+	}
+	addrFile := filepath.Join(dir, name+".addr")
+	_ = os.Remove(addrFile)
+	cmd := exec.Command(exe, append(args, "--addr-file", addrFile)...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logw, logw
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, "", fmt.Errorf("start %s: %w", name, err)
+	}
+	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		c.err = cmd.Wait()
+		close(c.done)
+	}()
+	// A cuda server opens NVML and the driver first: give it longer.
+	addr, err := waitAddrFile(ctx, addrFile, c.done, 90*time.Second)
+	if err != nil {
+		c.stop(2 * time.Second)
+		return nil, "", fmt.Errorf("%s: %w", name, err)
+	}
+	return c, addr, nil
 }
 
 // runBenchPeer is the hidden subcommand `xgpu bench` starts as its
