@@ -260,6 +260,7 @@ func (w *Worker) newComm(id, self uint64, ci *calls.CommInit) (*commState, error
 		cs.keys = append(cs.keys, k)
 	}
 	devs := make(map[uint32]bool)
+	gpus := make(map[int]bool) // physical devices of the local ranks
 	for r, rk := range ci.Ranks {
 		wk := &ci.Workers[rk.Worker]
 		cs.hosts[r] = wk.Host
@@ -278,6 +279,15 @@ func (w *Worker) newComm(id, self uint64, ci *calls.CommInit) (*commState, error
 			return nil, cudaerr.InvalidValue
 		}
 		devs[rk.Dev] = true
+		// Nor two ranks on one GPU (two vGPUs of it), which NCCL refuses
+		// too ("duplicate GPU"): on the cuda backend the vGPUs of one GPU
+		// share the process's context, whose legacy stream would order
+		// one rank's operation behind the other's, which waits for it.
+		p := w.dev(rk.Dev).cfg.Physical
+		if gpus[p] {
+			return nil, cudaerr.InvalidValue
+		}
+		gpus[p] = true
 	}
 	if len(devs) == 0 {
 		return nil, cudaerr.InvalidValue
@@ -288,6 +298,9 @@ func (w *Worker) newComm(id, self uint64, ci *calls.CommInit) (*commState, error
 	discard := func() {
 		for _, ex := range cs.execs {
 			_ = ex.comm.Close()
+			if ex.red != nil {
+				ex.red.close()
+			}
 			_ = ex.d.dev.StreamDestroy(ex.s)
 			ex.cancel(collective.ErrClosed)
 		}

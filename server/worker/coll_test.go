@@ -25,7 +25,8 @@ type collCluster struct {
 	workers []*running
 	clients []*workertest.Client
 	tokens  []string
-	hostOf  []int // worker of each logical device
+	hostOf  []int             // worker of each logical device
+	streams map[uint32]uint64 // the stream of each device's copies and operations; absent: the legacy stream
 }
 
 // newCollCluster starts one worker per entry of perWorker, with that many
@@ -234,13 +235,13 @@ func runColl(t *testing.T, cl *collCluster, id uint64, devs []uint32, kind calls
 				b.recv = base
 			}
 		}
-		if err := c.MemcpyHtoD(testCtx(t), d, b.send, in, 0); err != nil {
+		if err := c.MemcpyHtoD(testCtx(t), d, b.send, in, cl.streams[d]); err != nil {
 			t.Fatal(err)
 		}
 		bufs[r] = b
 	}
 	for r := range n {
-		o := collOp{kind: kind, dt: dt, redOp: op, peer: root, count: uint64(count), send: bufs[r].send, recv: bufs[r].recv}
+		o := collOp{kind: kind, dt: dt, redOp: op, peer: root, count: uint64(count), send: bufs[r].send, recv: bufs[r].recv, stream: cl.streams[devs[r]]}
 		if kind == calls.CollSend || kind == calls.CollRecv {
 			// Rank r sends to r+1 (mod n), so every rank receives once.
 			o.kind, o.peer = calls.CollSend, (r+1)%n
@@ -260,7 +261,7 @@ func runColl(t *testing.T, cl *collCluster, id uint64, devs []uint32, kind calls
 		}
 	}
 	for r, d := range devs {
-		if err := cl.client(d).Sync(testCtx(t), d, 0); err != nil {
+		if err := cl.client(d).Sync(testCtx(t), d, cl.streams[d]); err != nil {
 			t.Fatalf("rank %d: sync: %v", r, err)
 		}
 	}
@@ -289,7 +290,10 @@ func runColl(t *testing.T, cl *collCluster, id uint64, devs []uint32, kind calls
 		case calls.CollSend, calls.CollRecv:
 			want = inputs((r-1+n)%n, 0, count)
 		}
-		got := readBack(t, cl.client(d), d, bufs[r].recv, len(want)*es)
+		got := make([]byte, len(want)*es)
+		if err := cl.client(d).MemcpyDtoH(testCtx(t), d, bufs[r].recv, got, cl.streams[d]); err != nil {
+			t.Fatalf("rank %d: MemcpyDtoH: %v", r, err)
+		}
 		checkEqual(t, fmt.Sprintf("rank %d", r), got, encodeInts(dt, want))
 	}
 }
@@ -835,4 +839,12 @@ func TestWorkerLinksUseLocalLanes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCommInitTwoRanksOneGPU: two vGPUs of one GPU cannot be two ranks of
+// one communicator, as NCCL refuses a duplicate GPU.
+func TestCommInitTwoRanksOneGPU(t *testing.T) {
+	cl := newCollClusterOn(t, func(t testing.TB, n int) backend.Backend { return newHost(t, n) }, func(int) int { return 0 }, 2)
+	errs := cl.commInit(t, newCommID(t), []uint32{0, 1}, calls.CommOptions{})
+	wantCode(t, "CommInit", errs[0], cudaerr.InvalidValue)
 }
