@@ -33,6 +33,8 @@ type Backend struct {
 
 	eventsMu sync.RWMutex // guards events; held for reading while an event is used
 	events   map[backend.Event]*event
+
+	mapped mappedSet // HostAlloc buffers of every Device (mapped.go)
 }
 
 var _ backend.Backend = (*Backend)(nil)

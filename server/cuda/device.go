@@ -65,9 +65,6 @@ type DeviceContext struct {
 	globals atomic.Pointer[[]moduleGlobal]
 
 	waiters sync.WaitGroup // waits running on other threads
-
-	mapMu  sync.Mutex  // guards mapped
-	mapped []mappedBuf // HostAlloc buffers, by address (mapped.go)
 }
 
 var _ backend.Device = (*DeviceContext)(nil)
@@ -560,6 +557,11 @@ func (d *DeviceContext) MemcpyHtoDAsync(dst backend.DevicePtr, src []byte, s bac
 	if err := d.checkRange(op, "destination", dst, uint64(len(src))); err != nil {
 		return err
 	}
+	if d.b.mapped.holds(src) {
+		// Page-locked already (HostAlloc): DMA straight from it.
+		cu := st.cu
+		return d.submit(op, func() error { return d.drv.MemcpyHtoDAsync(DevicePtr(dst), src, cu) })
+	}
 	pool := d.g.staging
 	bufs, err := pool.getChunks(len(src))
 	if err != nil {
@@ -604,6 +606,11 @@ func (d *DeviceContext) MemcpyDtoHAsync(dst []byte, src backend.DevicePtr, s bac
 	}
 	if err := d.checkRange(op, "source", src, uint64(len(dst))); err != nil {
 		return err
+	}
+	if d.b.mapped.holds(dst) {
+		// Page-locked already (HostAlloc): DMA straight into it.
+		cu := st.cu
+		return d.submit(op, func() error { return d.drv.MemcpyDtoHAsync(dst, DevicePtr(src), cu) })
 	}
 	pool := d.g.staging
 	bufs, err := pool.getChunks(len(dst))

@@ -178,6 +178,13 @@ func newWorker(cfg Config, b backend.Backend, log *slog.Logger) (*Worker, error)
 		w.cancel(err)
 		return nil, err
 	}
+	if len(w.open) > 0 {
+		// Staging in memory the devices reach by DMA: a host copy then
+		// needs no second staging in the backend.
+		if hm, ok := w.open[0].dev.(backend.HostMapper); ok {
+			w.staging.setPinned(hm)
+		}
+	}
 	return w, nil
 }
 

@@ -30,6 +30,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		{"Free", testFree},
 		{"CopyByteExact", testCopyByteExact},
 		{"HostMemoryInStreamOrder", testHostMemoryInStreamOrder},
+		{"MappedHostMemory", testMappedHostMemory},
 		{"MemsetByteExact", testMemsetByteExact},
 		{"BadRangesRejected", testBadRanges},
 		{"ZeroLength", testZeroLength},
@@ -330,6 +331,68 @@ func testHostMemoryInStreamOrder(t *testing.T, e *env) {
 			must(t, "Free", d.Free(p))
 		})
 	}
+}
+
+// testMappedHostMemory: copies to and from HostAlloc memory (which the
+// cuda backend moves by DMA with no staging) keep the host-memory rules:
+// byte-exact, the source read when the stream reaches the copy, at any
+// offset of the buffer; a buffer one Device allocated serves another's
+// copies; a freed one is no longer mapped. A Device that does not
+// implement backend.HostMapper skips it.
+func testMappedHostMemory(t *testing.T, e *env) {
+	d := e.open(0, quota)
+	hm, ok := d.(backend.HostMapper)
+	if !ok {
+		t.Skipf("the %s backend's Device does not implement backend.HostMapper", e.b.Name())
+	}
+	s, err := d.StreamCreate(backend.StreamNonBlocking, 0)
+	must(t, "StreamCreate", err)
+	const n = 9<<20 + 5
+	src, err := hm.HostAlloc(n + 64)
+	must(t, "HostAlloc", err)
+	dst, err := hm.HostAlloc(n + 64)
+	must(t, "HostAlloc", err)
+	p := malloc(t, d, n)
+	for _, off := range []int{0, 3, 64} {
+		t.Run(fmt.Sprint("offset ", off), func(t *testing.T) {
+			in, out := src.Bytes[off:off+n], dst.Bytes[off:off+n]
+			clear(in)
+			clear(out)
+			g := block(t, d, s)
+			must(t, "MemcpyHtoDAsync", d.MemcpyHtoDAsync(p, in, s))
+			must(t, "MemcpyDtoHAsync", d.MemcpyDtoHAsync(out, p, s))
+			g.waitEntered(t)
+			data := pattern(uint64(off+1), n)
+			copy(in, data) // the stream has not reached the copy yet
+			g.open()
+			must(t, "StreamSynchronize", d.StreamSynchronize(ctx(t), s))
+			wantBytes(t, "copied through mapped memory", out, data)
+		})
+	}
+	t.Run("another device's buffer", func(t *testing.T) {
+		if len(e.infos) < 2 {
+			t.Skip("one device")
+		}
+		d2 := e.open(1, quota)
+		q := malloc(t, d2, 4096)
+		data := pattern(77, 4096)
+		copy(src.Bytes, data)
+		must(t, "MemcpyHtoDAsync", d2.MemcpyHtoDAsync(q, src.Bytes[:4096], backend.LegacyStream))
+		clear(dst.Bytes[:4096])
+		must(t, "MemcpyDtoHAsync", d2.MemcpyDtoHAsync(dst.Bytes[:4096], q, backend.LegacyStream))
+		must(t, "StreamSynchronize", d2.StreamSynchronize(ctx(t), backend.LegacyStream))
+		wantBytes(t, "copied by another device", dst.Bytes[:4096], data)
+	})
+	must(t, "HostFree", hm.HostFree(src))
+	must(t, "HostFree", hm.HostFree(dst))
+	wantErr(t, hm.HostFree(src), "HostFree", cudaerr.InvalidValue)
+	// Ordinary memory again: the copy still works (staged).
+	again := pattern(5, 4096)
+	out := make([]byte, 4096)
+	must(t, "MemcpyHtoDAsync", d.MemcpyHtoDAsync(p, again, s))
+	must(t, "MemcpyDtoHAsync", d.MemcpyDtoHAsync(out, p, s))
+	must(t, "StreamSynchronize", d.StreamSynchronize(ctx(t), s))
+	wantBytes(t, "copied through Go memory", out, again)
 }
 
 func testMemsetByteExact(t *testing.T, e *env) {
