@@ -17,5 +17,7 @@ func (c *Conn) JoinLocal(ctx context.Context, name string, token []byte) error {
 	return ErrLocalUnsupported
 }
 
-func (l *localLane) send(ctx context.Context, id uint64, p []byte) error  { return ErrLocalUnsupported }
-func (l *localLane) recv(ctx context.Context, id uint64, dst []byte) error { return ErrLocalUnsupported }
+func (l *localLane) send(ctx context.Context, id uint64, p []byte) error { return ErrLocalUnsupported }
+func (l *localLane) recv(ctx context.Context, id uint64, dst []byte) error {
+	return ErrLocalUnsupported
+}

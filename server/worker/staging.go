@@ -35,8 +35,8 @@ const (
 // use b[:n].
 type buffer struct {
 	b      []byte
-	class  int   // -1: not pooled
-	weight int64 // budget held while the buffer is out
+	class  int                // -1: not pooled
+	weight int64              // budget held while the buffer is out
 	pinned backend.HostBuffer // Ptr != 0: page-locked memory from the pool's mapper
 }
 
