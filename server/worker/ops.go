@@ -345,6 +345,19 @@ func (c *conn) memcpyDtoH(r req, call *calls.Call) {
 	}
 	gen := o.gen()
 	c.w.pend(o)
+	if n <= calls.InlineMax && c.w.eventD2H {
+		// A small copy is answered by a waiter that waits for an event
+		// recorded after it: the driver wakes a waiting thread sooner
+		// than it runs a host function, and the reply of a synchronous
+		// copy is all its caller waits for.
+		if ev, ok := d.takeEvent(); ok {
+			if d.dev.EventRecord(ev, s) == nil {
+				c.w.queueWait(waitJob{c: c, r: r, d: d, event: ev, o: o, gen: gen})
+				return
+			}
+			d.putEvent(ev)
+		}
+	}
 	if err := d.dev.LaunchHostFunc(s, o.d2hFn); err != nil && o.claim(gen) {
 		c.w.unpend(o)
 		o.drop()
@@ -442,6 +455,8 @@ type waitJob struct {
 	d      *device
 	stream backend.Stream
 	event  backend.Event
+	o      *op    // a device-to-host copy whose event this waits for; nil for a synchronizing call
+	gen    uint64 // o's generation
 }
 
 // synchronize answers StreamSynchronize, EventSynchronize and
@@ -473,14 +488,18 @@ func (c *conn) synchronize(r req, call *calls.Call) {
 		return
 	}
 	d.queue.Inc() // until the waiter answers
+	c.w.queueWait(j)
+}
+
+// queueWait hands j to a waiter goroutine.
+func (w *Worker) queueWait(j waitJob) {
 	select {
-	case c.w.waitq <- j:
+	case w.waitq <- j:
 	default:
 		// Every waiter is busy and the backlog is full: this wait gets a
 		// goroutine of its own rather than hold up the reader.
-		c.flush()
-		jj := j // only this path pays for a closure
-		c.w.spawn(func() { jj.run(c.w) })
+		j.c.flush()
+		w.spawn(func() { j.run(w) })
 	}
 }
 
@@ -496,6 +515,16 @@ func (w *Worker) waiter() {
 }
 
 func (j *waitJob) run(w *Worker) {
+	if j.o != nil {
+		err := j.d.dev.EventSynchronize(w.ctx, j.event)
+		j.d.putEvent(j.event)
+		if err != nil {
+			j.o.abandon(j.gen, statusOf(err))
+			return
+		}
+		j.o.d2h()
+		return
+	}
 	var err error
 	switch j.r.op {
 	case calls.OpStreamSynchronize:

@@ -71,6 +71,36 @@ type device struct {
 	psMu       sync.Mutex // guards the fields below
 	peerStream backend.Stream
 	havePS     bool
+
+	events chan backend.Event // idle events for small device-to-host copies (takeEvent)
+}
+
+// testEventD2H makes every worker created after it is set answer small
+// device-to-host copies through events, whatever its backend (tests).
+var testEventD2H bool
+
+// maxIdleEvents bounds the idle events a device keeps.
+const maxIdleEvents = 64
+
+// takeEvent returns an idle event of the device, or a new one; ok false
+// when none can be made.
+func (d *device) takeEvent() (backend.Event, bool) {
+	select {
+	case ev := <-d.events:
+		return ev, true
+	default:
+	}
+	ev, err := d.dev.EventCreate(backend.EventDisableTiming)
+	return ev, err == nil
+}
+
+// putEvent keeps ev for reuse, or destroys it.
+func (d *device) putEvent(ev backend.Event) {
+	select {
+	case d.events <- ev:
+	default:
+		_ = d.dev.EventDestroy(ev)
+	}
 }
 
 // Stats counts a worker's traffic. Every field only grows.
@@ -109,6 +139,7 @@ type Worker struct {
 	coll     collWorker   // communicators and their links (coll.go)
 	deferred atomic.Int32 // first failure of an asynchronous call (cudaerr.Error); 0: none
 	staging  *stagingPool
+	eventD2H bool      // answer small device-to-host copies through events (ops.go)
 	ops      sync.Pool // of *op
 	waitq    chan waitJob
 	links    linkTable
@@ -178,6 +209,11 @@ func newWorker(cfg Config, b backend.Backend, log *slog.Logger) (*Worker, error)
 		w.cancel(err)
 		return nil, err
 	}
+	// The cuda driver starts a host function tens of microseconds after
+	// the stream reaches it, later than it wakes a thread waiting for an
+	// event: small device-to-host copies are answered through events
+	// there. The host backend runs host functions at once.
+	w.eventD2H = b.Name() == "cuda" || testEventD2H
 	if len(w.open) > 0 {
 		// Staging in memory the devices reach by DMA: a host copy then
 		// needs no second staging in the backend.
@@ -235,7 +271,7 @@ func (w *Worker) openDevices() error {
 			w.closeDevices()
 			return fmt.Errorf("worker: open device %d (vGPU %q, physical %d): %w", dc.Logical, dc.VGPU, dc.Physical, err)
 		}
-		d := &device{cfg: dc, dev: dev, kern: newDevKernels(dev), metricName: dc.VGPU}
+		d := &device{cfg: dc, dev: dev, kern: newDevKernels(dev), metricName: dc.VGPU, events: make(chan backend.Event, maxIdleEvents)}
 		if d.metricName == "" {
 			d.metricName = w.cfg.SessionID + "/" + strconv.FormatUint(uint64(dc.Logical), 10)
 		}

@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -523,5 +524,49 @@ func TestStickyFault(t *testing.T) {
 	for range 2 {
 		_, err := c.Malloc(ctx, 0, 16)
 		wantCode(t, "Malloc after fault", err, cudaerr.IllegalAddress)
+	}
+}
+
+// TestSmallCopiesThroughEvents: answered through events (as on the cuda
+// backend), small device-to-host copies return the bytes of their moment
+// in stream order, from many goroutines at once, and a copy queued behind
+// a failed stream gets the failure.
+func TestSmallCopiesThroughEvents(t *testing.T) {
+	testEventD2H = true
+	b := newBackend(t, 1)
+	r := start(t, testConfig(devCfg(0, 0)), b)
+	testEventD2H = false
+	if !r.w.eventD2H {
+		t.Fatal("the worker does not answer through events")
+	}
+	c := dial(t, r, testToken)
+	ctx := testCtx(t)
+	p := mustMalloc(t, c, 0, 1<<16)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			off := uint64(g) * 4096
+			for i := range 50 {
+				want := pattern(4096, uint64(g*1000+i))
+				if err := c.MemcpyHtoD(ctx, 0, p+off, want, 0); err != nil {
+					t.Error(err)
+					return
+				}
+				got := make([]byte, 4096)
+				if err := c.MemcpyDtoH(ctx, 0, p+off, got, 0); err != nil {
+					t.Error(err)
+					return
+				}
+				if !bytes.Equal(got, want) {
+					t.Errorf("goroutine %d, round %d: the copy read other bytes", g, i)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// Events are reused, not made per copy.
+	if n := len(r.w.devs[0].events); n == 0 || n > maxIdleEvents {
+		t.Errorf("%d idle events kept, want 1..%d", n, maxIdleEvents)
 	}
 }
