@@ -363,11 +363,21 @@ func (l *localLane) send(ctx context.Context, id uint64, p []byte) error {
 		delete(l.waits, id)
 		l.mu.Unlock()
 	}
+	// The ways a send ends early: the Conn died, or the caller gave up,
+	// which the receiver is told.
+	lost := func() error {
+		forget()
+		return l.c.Err()
+	}
+	cancelled := func() error {
+		forget()
+		_ = l.write(localMsg{typ: msgCancel, id: id})
+		return context.Cause(ctx)
+	}
 	total := uint64(len(p))
 	if total == 0 {
 		if err := l.write(localMsg{typ: msgData, slot: noSlot, id: id}); err != nil {
-			forget()
-			return l.c.Err()
+			return lost()
 		}
 	}
 	for off := 0; off < len(p); off += l.slotSize {
@@ -376,35 +386,27 @@ func (l *localLane) send(ctx context.Context, id uint64, p []byte) error {
 		select {
 		case slot = <-l.free:
 		case <-ctx.Done():
-			forget()
-			_ = l.write(localMsg{typ: msgCancel, id: id})
-			return context.Cause(ctx)
+			return cancelled()
 		case <-l.c.ctx.Done():
-			forget()
-			return l.c.Err()
+			return lost()
 		case err := <-w.done:
 			// Refused part-way: stop sending.
 			return err
 		}
 		if !l.copyIn(slot, p[off:off+n]) {
-			forget()
-			return l.c.Err()
+			return lost()
 		}
 		if err := l.write(localMsg{typ: msgData, slot: slot, id: id, total: total, off: uint64(off), n: uint32(n)}); err != nil {
-			forget()
-			return l.c.Err()
+			return lost()
 		}
 	}
 	select {
 	case err := <-w.done:
 		return err
 	case <-ctx.Done():
-		forget()
-		_ = l.write(localMsg{typ: msgCancel, id: id})
-		return context.Cause(ctx)
+		return cancelled()
 	case <-l.c.ctx.Done():
-		forget()
-		return l.c.Err()
+		return lost()
 	}
 }
 

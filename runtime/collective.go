@@ -270,16 +270,11 @@ type P2P struct {
 // nothing.
 func (m *Comm) Group(rank int, ops []P2P, s Stream) error {
 	const op = "ncclGroupEnd"
-	if m.c.closing.Load() {
-		return opErr(op, -1, ErrClosed)
+	d, err := m.rankDevice(op, rank)
+	if err != nil {
+		return err
 	}
-	if rank < 0 || rank >= len(m.devs) {
-		return opErr(op, -1, invalid("rank %d of %d", rank, len(m.devs)))
-	}
-	d := m.devs[rank]
 	switch {
-	case m.destroyed.Load():
-		return opErr(op, d.idx, &detailError{code: cudaerr.InvalidResourceHandle, msg: "communicator destroyed"})
 	case len(ops) == 0:
 		return nil
 	case len(ops) > calls.MaxGroupOps:
@@ -342,18 +337,29 @@ func (m *Comm) Group(rank int, ops []P2P, s Stream) error {
 	return opErr(op, d.idx, d.s.async(calls.OpCollGroup, &call))
 }
 
-// issue checks one rank's operation and sends it to the rank's worker.
-func (m *Comm) issue(op string, rank int, kind calls.CollKind, send, recv uint64, count int, dt collective.DType, redOp collective.Op, peer int, s Stream) error {
+// rankDevice returns rank's device, or the error of an operation on it
+// (client closed, rank out of range, communicator destroyed).
+func (m *Comm) rankDevice(op string, rank int) (*device, error) {
 	if m.c.closing.Load() {
-		return opErr(op, -1, ErrClosed)
+		return nil, opErr(op, -1, ErrClosed)
 	}
 	if rank < 0 || rank >= len(m.devs) {
-		return opErr(op, -1, invalid("rank %d of %d", rank, len(m.devs)))
+		return nil, opErr(op, -1, invalid("rank %d of %d", rank, len(m.devs)))
 	}
 	d := m.devs[rank]
+	if m.destroyed.Load() {
+		return nil, opErr(op, d.idx, &detailError{code: cudaerr.InvalidResourceHandle, msg: "communicator destroyed"})
+	}
+	return d, nil
+}
+
+// issue checks one rank's operation and sends it to the rank's worker.
+func (m *Comm) issue(op string, rank int, kind calls.CollKind, send, recv uint64, count int, dt collective.DType, redOp collective.Op, peer int, s Stream) error {
+	d, err := m.rankDevice(op, rank)
+	if err != nil {
+		return err
+	}
 	switch {
-	case m.destroyed.Load():
-		return opErr(op, d.idx, &detailError{code: cudaerr.InvalidResourceHandle, msg: "communicator destroyed"})
 	case !dt.Valid():
 		return opErr(op, d.idx, invalid("data type %v", dt))
 	case !redOp.Valid():

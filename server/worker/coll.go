@@ -721,18 +721,27 @@ func (ex *rankExec) stagingBuf(size uint64) ([]byte, func(keep bool), error) {
 // collective handles OpCollective: checks, then the job is queued on the
 // rank's executor and its host function on the stream.
 func (c *conn) collective(r req, call *calls.Call) {
+	if ex := c.rankExecOf(r, call); ex != nil {
+		j, err := ex.job(call)
+		c.queueJob(r, ex, call, j, err)
+	}
+}
+
+// rankExecOf returns the executor of the rank an OpCollective or
+// OpCollGroup names (communicator Aux, rank Dev2 on device Dev), or
+// answers the call with the error and returns nil.
+func (c *conn) rankExecOf(r req, call *calls.Call) *rankExec {
 	cs := c.w.coll.comm(call.Aux)
 	if cs == nil || !cs.up.Load() {
 		c.done(r, cudaerr.InvalidResourceHandle, 0, 0)
-		return
+		return nil
 	}
 	ex := cs.execs[int(call.Dev2)]
 	if call.Dev2 >= uint32(cs.size) || ex == nil || ex.d.cfg.Logical != call.Dev {
 		c.done(r, cudaerr.InvalidDevice, 0, 0)
-		return
+		return nil
 	}
-	j, err := ex.job(call)
-	c.queueJob(r, ex, call, j, err)
+	return ex
 }
 
 // queueJob queues j (checked by job or groupJob, with err) on the rank's

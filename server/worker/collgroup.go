@@ -26,18 +26,10 @@ const groupAlign = 64
 // collGroup handles OpCollGroup: a rank's sends and receives that run as
 // one operation (ncclGroupStart ... ncclGroupEnd).
 func (c *conn) collGroup(r req, call *calls.Call) {
-	cs := c.w.coll.comm(call.Aux)
-	if cs == nil || !cs.up.Load() {
-		c.done(r, cudaerr.InvalidResourceHandle, 0, 0)
-		return
+	if ex := c.rankExecOf(r, call); ex != nil {
+		j, err := ex.groupJob(call)
+		c.queueJob(r, ex, call, j, err)
 	}
-	ex := cs.execs[int(call.Dev2)]
-	if call.Dev2 >= uint32(cs.size) || ex == nil || ex.d.cfg.Logical != call.Dev {
-		c.done(r, cudaerr.InvalidDevice, 0, 0)
-		return
-	}
-	j, err := ex.groupJob(call)
-	c.queueJob(r, ex, call, j, err)
 }
 
 // groupJob checks an OpCollGroup of this rank; nil when it moves no byte.

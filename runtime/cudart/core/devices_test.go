@@ -88,20 +88,6 @@ func attrsOf(vals map[runtime.DeviceAttr]int) iter.Seq2[runtime.DeviceAttr, int]
 	}
 }
 
-// TestFallbackProfile keeps the fallback equal to the profile the host
-// backend emulates.
-func TestFallbackProfile(t *testing.T) {
-	hp := host.H200Attributes()
-	if len(hp) != len(fallbackH200) {
-		t.Fatalf("fallback has %d attributes, the host backend's profile %d", len(fallbackH200), len(hp))
-	}
-	for a, v := range hp {
-		if w, ok := fallbackH200[a]; !ok || w != int(v) {
-			t.Errorf("attribute %d: fallback %d (present %v), host backend %d", a, w, ok, v)
-		}
-	}
-}
-
 // lyingMap returns a copy of m whose devices claim another SM count and
 // compute capability than their GPUs have.
 func lyingMap(m *devicemap.Map) *devicemap.Map {
