@@ -112,22 +112,6 @@ func (c *Client) DeviceAttributes(dev int) (*DeviceAttributes, error) {
 // leaves a failure of earlier asynchronous work for the next call that
 // reports one.
 func (s *session) callUpTo(op wire.Op, c *calls.Call, dst []byte) (n int, v1 uint64, err error) {
-	w := getWaiter()
-	w.dst, w.upTo = dst, true
-	id := s.reqID.Add(1)
-	if err := s.register(id, w); err != nil {
-		putWaiter(w)
-		return 0, 0, err
-	}
-	if err := s.write(op, 0, id, c, true); err != nil {
-		if s.unregister(id) {
-			putWaiter(w)
-			return 0, 0, err
-		}
-		// fail completed the waiter: fall through to collect it.
-	}
-	<-w.done
-	n, v1, err = w.n, w.v1, w.result()
-	putWaiter(w)
+	v1, _, n, err = s.exchange(op, c, dst, true)
 	return n, v1, err
 }

@@ -320,23 +320,33 @@ func (s *session) roundTrip(op wire.Op, c *calls.Call) (v1, v2 uint64, err error
 
 // call sends a synchronous call and waits for its reply.
 func (s *session) call(op wire.Op, c *calls.Call) (v1, v2 uint64, err error) {
+	v1, v2, _, err = s.exchange(op, c, nil, false)
+	return v1, v2, err
+}
+
+// exchange sends a synchronous call and waits for its reply, whose data
+// goes to dst: exactly len(dst) bytes, or at most that many with upTo (n
+// says how many came). It is the one path of every synchronous call that
+// is not a bulk transfer.
+func (s *session) exchange(op wire.Op, c *calls.Call, dst []byte, upTo bool) (v1, v2 uint64, n int, err error) {
 	w := getWaiter()
+	w.dst, w.upTo = dst, upTo
 	id := s.reqID.Add(1)
 	if err := s.register(id, w); err != nil {
 		putWaiter(w)
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	if err := s.write(op, 0, id, c, true); err != nil {
 		if s.unregister(id) {
 			putWaiter(w)
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		// fail completed the waiter: fall through to collect it.
 	}
 	<-w.done
-	v1, v2, err = w.v1, w.v2, w.result()
+	v1, v2, n, err = w.v1, w.v2, w.n, w.result()
 	putWaiter(w)
-	return v1, v2, err
+	return v1, v2, n, err
 }
 
 // flushLoop sends queued asynchronous calls FlushDelay after the first of
