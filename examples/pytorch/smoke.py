@@ -30,7 +30,11 @@ def cuda_graph(dev: torch.device) -> bool:
                 ops(static_in)
         torch.cuda.current_stream(dev).wait_stream(s)
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
+        # The capture stream must be one of this device: torch.cuda.graph's
+        # default is a single stream made on the device current when the
+        # first graph was made, and capturing on another device's stream
+        # records nothing (natively as through xgpu).
+        with torch.cuda.graph(g, stream=s):
             static_out = ops(static_in)
         ok = True
         for seed in (1, 2):
