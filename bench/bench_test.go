@@ -10,11 +10,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/xgpu/xgpu/peers"
 	"github.com/xgpu/xgpu/runtime"
 	"github.com/xgpu/xgpu/server"
 	"github.com/xgpu/xgpu/server/host"
@@ -66,9 +68,11 @@ func startServer(t *testing.T, name string, devices ...int) string {
 	return lis.Addr().String()
 }
 
-func startPeer(t *testing.T) PeerInfo {
+// startPeer runs a baseline peer that takes transfers of up to 4 MiB;
+// noLocal makes it act as on a platform without local lanes.
+func startPeer(t *testing.T, noLocal ...bool) PeerInfo {
 	t.Helper()
-	p, err := ServePeer(PeerConfig{MaxBytes: 4 << 20})
+	p, err := ServePeer(PeerConfig{MaxBytes: 4 << 20, noLocal: len(noLocal) > 0 && noLocal[0]})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,6 +121,17 @@ func TestRunTiny(t *testing.T) {
 		"transport/quic-1-stream/256KiB", "transport/striped-1-lane/256KiB", "transport/striped-2-lanes/256KiB",
 		"transport/striped-4-lanes/256KiB", "transport/striped-8-lanes/256KiB",
 	}
+	// With local lanes (Linux) the client's sessions and the workers'
+	// link use them, and so do the references; elsewhere all is QUIC.
+	lanes := goruntime.GOOS == "linux"
+	if lanes {
+		want = append(want, "transport/local-lane/256KiB")
+	}
+	for _, s := range c.Stats().Sessions {
+		if s.LocalLane != lanes {
+			t.Errorf("session with %s: local lane %v, want %v", s.Server, s.LocalLane, lanes)
+		}
+	}
 	var got []string
 	for _, r := range rep.Cases {
 		got = append(got, r.Name)
@@ -147,9 +162,19 @@ func TestRunTiny(t *testing.T) {
 				if r.ClientPayloadBytes == nil || *r.ClientPayloadBytes != 0 {
 					t.Errorf("client payload bytes %v, want 0", r.ClientPayloadBytes)
 				}
+				if want := wantPeerBaseline(lanes); r.BaselineName != want {
+					t.Errorf("peer baseline %q, want %q", r.BaselineName, want)
+				}
 			case GroupH2D, GroupD2H:
-				if r.Unit != UnitGBps || r.Bytes == 0 || r.ReferenceName == "" {
+				if r.Unit != UnitGBps || r.Bytes == 0 || r.BaselineName != "one TCP connection" {
 					t.Errorf("copy case: %+v", r)
+				}
+				if want := wantHostReference(lanes); r.ReferenceName != want {
+					t.Errorf("reference %q, want %q", r.ReferenceName, want)
+				}
+			case GroupTransport:
+				if strings.Contains(r.Name, "local-lane") != strings.Contains(r.XGPUName, "local lane") {
+					t.Errorf("transport case named %q measures %q", r.Name, r.XGPUName)
 				}
 			}
 		})
@@ -185,7 +210,8 @@ func TestRunTiny(t *testing.T) {
 	if err := rep.WriteTable(&tab); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"h2d/1MiB", "client payload 0 B", "one TCP connection", "2 cores", fmt.Sprintf("%d cases", len(want))} {
+	for _, s := range []string{"h2d/1MiB", "client payload 0 B", "one TCP connection", "2 cores", fmt.Sprintf("%d cases", len(want)),
+		"reference: " + wantHostReference(lanes), "baseline: " + wantPeerBaseline(lanes)} {
 		if s == "2 cores" {
 			s = fmt.Sprintf("%d cores", rep.Machine.Cores)
 		}
@@ -200,6 +226,107 @@ func TestRunTiny(t *testing.T) {
 	}
 	if free != total {
 		t.Errorf("device 0: %d of %d bytes free after Run", free, total)
+	}
+}
+
+// wantHostReference is the name of the h2d and d2h reference of a session
+// on a local lane (lane) or on QUIC.
+func wantHostReference(lane bool) string {
+	if lane {
+		return "raw local lane (shared memory)"
+	}
+	return "raw striped QUIC bulk, 8 lanes"
+}
+
+// wantPeerBaseline is the name of the peer group's baseline for workers
+// linked by a local lane (lane) or by QUIC.
+func wantPeerBaseline(lane bool) string {
+	if lane {
+		return "raw local lane (shared memory) between two processes"
+	}
+	return "raw striped QUIC bulk between two processes, 8 lanes"
+}
+
+// TestRunPaths: the references follow the path the bytes of xgpu take,
+// decided separately for the client's session (h2d, d2h) and for the
+// workers' link (peer); the transport group measures a local lane
+// whatever the setting, where there are local lanes. Baseline peers
+// without local lanes (as on a platform other than Linux) fall back to
+// QUIC, named so.
+func TestRunPaths(t *testing.T) {
+	lanes := goruntime.GOOS == "linux"
+	tests := []struct {
+		name        string
+		env         string // XGPU_LOCAL_LANE for the client and the workers ("": unset)
+		noLocalLane bool   // runtime.Config.NoLocalLane
+		workers     Path
+		peersLocal  bool // the baseline peers have local lanes
+		session     bool // want: the session on a local lane
+		lane        bool // want: the h2d/d2h reference on a local lane
+		peerLane    bool // want: the peer baseline through a local lane
+	}{
+		{"XGPU_LOCAL_LANE=0", "0", false, PathAuto, true, false, false, false},
+		{"client on QUIC, workers on a lane", "", true, PathLocalLane, true, false, false, lanes},
+		{"peers without local lanes", "", false, PathAuto, false, lanes, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.env != "" {
+				t.Setenv(runtime.EnvLocalLane, tt.env)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			servers := []string{startServer(t, "bench-paths-a"), startServer(t, "bench-paths-b")}
+			peerA, peerB := startPeer(t, !tt.peersLocal), startPeer(t, !tt.peersLocal)
+			m, err := DeviceMap(ctx, servers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := runtime.Open(ctx, runtime.Config{Map: m, Client: "bench paths test", NoLocalLane: tt.noLocalLane})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			for _, s := range c.Stats().Sessions {
+				if s.LocalLane != tt.session {
+					t.Fatalf("session with %s: local lane %v, want %v", s.Server, s.LocalLane, tt.session)
+				}
+			}
+			opt := Options{
+				Sizes: []int64{1 << 20}, Groups: []string{GroupH2D, GroupD2H, GroupPeer, GroupTransport},
+				Rounds: 1, RoundBytes: 1, TransportSize: 256 << 10,
+			}
+			env := Env{Client: c, DevA: 0, DevB: 1, PeerA: peerA, PeerB: peerB, WorkerPath: tt.workers}
+			rep, err := Run(ctx, env, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, r := range rep.Cases {
+				names = append(names, r.Name)
+				switch r.Group {
+				case GroupH2D, GroupD2H:
+					if want := wantHostReference(tt.lane); r.ReferenceName != want || r.Reference <= 0 {
+						t.Errorf("%s: reference %q (%v), want %q", r.Name, r.ReferenceName, r.Reference, want)
+					}
+				case GroupPeer:
+					if want := wantPeerBaseline(tt.peerLane); r.BaselineName != want || r.Baseline <= 0 {
+						t.Errorf("%s: baseline %q (%v), want %q", r.Name, r.BaselineName, r.Baseline, want)
+					}
+					if r.ClientPayloadBytes == nil || *r.ClientPayloadBytes != 0 {
+						t.Errorf("%s: client payload bytes %v, want 0", r.Name, r.ClientPayloadBytes)
+					}
+				}
+			}
+			row := lanes && tt.peersLocal
+			if got := slices.Contains(names, "transport/local-lane/256KiB"); got != row {
+				t.Errorf("cases %v: local-lane transport row %v, want %v", names, got, row)
+			}
+			if row && len(rep.Skipped) != 0 || !row && (len(rep.Skipped) != 1 || rep.Skipped[0].Group != "transport/local-lane" ||
+				!strings.Contains(rep.Skipped[0].Reason, peers.ErrLocalUnsupported.Error())) {
+				t.Errorf("skipped %+v", rep.Skipped)
+			}
+		})
 	}
 }
 
@@ -270,8 +397,11 @@ func TestRunNative(t *testing.T) {
 					t.Errorf("async case: %+v", r)
 				}
 			case GroupH2D, GroupD2H:
+				// The staging overlap's transport is the raw reference
+				// on the session's path: a local lane here (on Linux).
 				if !native || len(r.Extra) != 1 || r.Extra[0].Name != "native pinned cudaMemcpy" || r.Overlap == nil ||
-					r.Overlap.Transport != r.Reference || r.Overlap.DMA != r.Extra[0].Value {
+					r.Overlap.Transport != r.Reference || r.Overlap.DMA != r.Extra[0].Value ||
+					r.ReferenceName != wantHostReference(goruntime.GOOS == "linux") {
 					t.Errorf("host copy case: %+v", r)
 				}
 			case GroupPeerLocal:

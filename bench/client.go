@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -37,6 +38,49 @@ func dialPeerQUIC(ctx context.Context, info PeerInfo, cfg *peers.Config) (*peerC
 	return &peerClient{info: info, c: c, r: c.CallReader(), w: c.CallWriter()}, nil
 }
 
+// dialPeerLocal connects to the peer at info as dialPeerQUIC does, then
+// has it offer a local lane and joins it: the connection's striped
+// transfers then go through shared memory. It fails where the peer is on
+// another host; where either end has no local lanes the error wraps
+// peers.ErrLocalUnsupported.
+func dialPeerLocal(ctx context.Context, info PeerInfo, cfg *peers.Config) (*peerClient, error) {
+	pc, err := dialPeerQUIC(ctx, info, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := pc.joinLane(ctx); err != nil {
+		_ = pc.close()
+		return nil, err
+	}
+	return pc, nil
+}
+
+// joinLane asks the peer for a local lane on the connection and joins it.
+func (pc *peerClient) joinLane(ctx context.Context) error {
+	id, err := pc.send(opOfferLane, nil)
+	if err != nil {
+		return err
+	}
+	body, err := pc.awaitBody(id)
+	if err != nil {
+		return err
+	}
+	d := wire.NewDec(body)
+	token := bytes.Clone(d.Bytes())
+	name := d.String()
+	if err := d.Done(); err != nil {
+		return fmt.Errorf("bench: baseline peer %s: malformed lane offer: %w", pc.info.QUIC, err)
+	}
+	if err := pc.c.JoinLocal(ctx, name, token); err != nil {
+		return fmt.Errorf("bench: baseline peer %s: %w", pc.info.QUIC, err)
+	}
+	return nil
+}
+
+// local reports whether a local lane carries the connection's striped
+// transfers.
+func (pc *peerClient) local() bool { return pc.c.HasLocal() }
+
 func (pc *peerClient) close() error { return pc.c.Close() }
 
 // id returns a fresh request and transfer id.
@@ -59,18 +103,29 @@ func (pc *peerClient) send(op wire.Op, body []byte) (uint64, error) {
 
 // await reads frames until the reply to id and returns its error, if any.
 func (pc *peerClient) await(id uint64) error {
+	_, err := pc.awaitBody(id)
+	return err
+}
+
+// awaitBody reads frames until the reply to id and returns its body,
+// which is valid until the next read, or its error. A refusal for want of
+// local lanes wraps peers.ErrLocalUnsupported.
+func (pc *peerClient) awaitBody(id uint64) ([]byte, error) {
 	for {
 		h, body, err := pc.r.Next()
 		if err != nil {
-			return fmt.Errorf("bench: baseline peer: %w", err)
+			return nil, fmt.Errorf("bench: baseline peer: %w", err)
 		}
 		if h.Flags&wire.FlagReply == 0 || h.ReqID != id {
 			continue
 		}
 		if h.Flags&wire.FlagError != 0 {
-			return fmt.Errorf("bench: baseline peer refused: %s", body)
+			if string(body) == unsupportedReply {
+				return nil, fmt.Errorf("bench: baseline peer %s: %w", pc.info.QUIC, peers.ErrLocalUnsupported)
+			}
+			return nil, fmt.Errorf("bench: baseline peer refused: %s", body)
 		}
-		return nil
+		return body, nil
 	}
 }
 
@@ -103,23 +158,36 @@ func (pc *peerClient) transferBody(id uint64, n int) []byte {
 	return pc.enc.B
 }
 
-// sinkQUIC sends p to the peer as one striped transfer and returns once
-// the peer has all of it.
-func (pc *peerClient) sinkQUIC(ctx context.Context, p []byte) error {
+// sinkBulk sends p to the peer as one striped transfer (SendBulk: over
+// QUIC, or through the connection's local lane) and returns once the peer
+// has all of it.
+func (pc *peerClient) sinkBulk(ctx context.Context, p []byte) error {
 	bulk := pc.id()
 	id, err := pc.send(opSink, pc.transferBody(bulk, len(p)))
 	if err != nil {
 		return err
 	}
-	if err := pc.c.SendBulk(ctx, bulk, p); err != nil {
+	// The transfer runs while the reply is awaited, so that a refusal
+	// (a transfer too large) ends it at once rather than after the
+	// receiver's orphan timeout.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sent := make(chan error, 1) // buffered: read once, after await
+	go func() { sent <- pc.c.SendBulk(ctx, bulk, p) }()
+	if err := pc.await(id); err != nil {
+		cancel()
+		<-sent
+		return err
+	}
+	if err := <-sent; err != nil {
 		return fmt.Errorf("bench: baseline peer: %w", err)
 	}
-	return pc.await(id)
+	return nil
 }
 
-// sourceQUIC has the peer send len(dst) bytes as one striped transfer
-// into dst.
-func (pc *peerClient) sourceQUIC(ctx context.Context, dst []byte) error {
+// sourceBulk has the peer send len(dst) bytes as one striped transfer
+// (over QUIC, or through the connection's local lane) into dst.
+func (pc *peerClient) sourceBulk(ctx context.Context, dst []byte) error {
 	bulk := pc.id()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -141,14 +209,20 @@ func (pc *peerClient) sourceQUIC(ctx context.Context, dst []byte) error {
 }
 
 // push has the peer send n bytes to the peer at to, over a connection of
-// their own, and returns once to has them all.
-func (pc *peerClient) push(n int, to PeerInfo) error {
+// their own (with a local lane joined if lane), and returns once to has
+// them all. Where lane is asked for and either peer has no local lanes,
+// the error wraps peers.ErrLocalUnsupported.
+func (pc *peerClient) push(n int, to PeerInfo, lane bool) error {
 	pc.enc.Reset()
 	pc.enc.U64(uint64(n))
 	if !pc.enc.String(to.QUIC) || !pc.enc.String(to.Pin) {
 		return errors.New("bench: peer address too long")
 	}
-	id, err := pc.send(opPush, pc.enc.B)
+	op := opPush
+	if lane {
+		op = opPushLane
+	}
+	id, err := pc.send(op, pc.enc.B)
 	if err != nil {
 		return err
 	}

@@ -6,10 +6,16 @@
 // synchronize) against a raw request/response on the same QUIC transport
 // (and on TCP); the pipelined rate of asynchronous calls against raw
 // framed writes on the call stream; H2D and D2H copies against one TCP
-// connection (and the raw striped QUIC bulk lane); a peer copy between
-// devices of two servers against raw striped bulk between two processes,
-// with the payload bytes the client saw (which must be zero); and the
-// transport's bulk lanes, one raw stream to many lanes, against TCP.
+// connection (and raw striped transfers to a baseline peer on the path the
+// session's bytes take: a local lane, shared memory, when the client's
+// session with the server uses one, QUIC otherwise); a peer copy between
+// devices of two servers against raw bulk between two processes, pushed
+// through a local lane when the workers' link uses one (Env.WorkerPath)
+// and over QUIC otherwise, with the payload bytes the client saw (which
+// must be zero); and the transport alone, one raw QUIC stream, striped
+// QUIC over one to eight lanes and a local lane, against TCP. Where the
+// platform has no local lanes (peers.ErrLocalUnsupported) every reference
+// is QUIC, and its name says so.
 //
 // On the cuda backend (a GPU machine), an Env with a Native baseline —
 // the native program examples/bench/cudabench.cu, driven in serve mode by
@@ -17,7 +23,8 @@
 // cudaMemcpy of 4 B and cudaStreamSynchronize, cudaMemsetAsync and empty
 // kernel launch rates (the launch group; xgpu loads an embedded PTX kernel),
 // H2D and D2H copies against pageable and pinned native copies with the raw
-// QUIC bulk lane as reference (and the staging overlap, Overlap), and peer
+// transfer on the session's path as reference (and the staging overlap,
+// Overlap), and peer
 // copies within one server (the peer-local group) against cudaMemcpyPeer.
 // The transport figures stay as references. Each native measurement is one
 // NativeCommand, sent once per round between xgpu's, so every ratio comes
@@ -33,7 +40,9 @@
 //
 //	m, err := bench.DeviceMap(ctx, []string{srvA, srvB}) // a device on each server
 //	c, err := runtime.Open(ctx, runtime.Config{Map: m})
-//	rep, err := bench.Run(ctx, bench.Env{Client: c, DevA: 0, DevB: 1, PeerA: a, PeerB: b}, bench.QuickOptions())
+//	env := bench.Env{Client: c, DevA: 0, DevB: 1, PeerA: a, PeerB: b,
+//		WorkerPath: bench.PathLocalLane} // the servers run on one host with local lanes on
+//	rep, err := bench.Run(ctx, env, bench.QuickOptions())
 //	err = rep.WriteTable(os.Stdout)
 //	err = rep.WriteJSON(f)
 //

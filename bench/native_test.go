@@ -314,6 +314,8 @@ func TestPlan(t *testing.T) {
 		{"peer on one device", Env{PeerB: PeerInfo{QUIC: "b"}}, []string{"peer"}, nil, nil, "needs two devices"},
 		{"peer-local on one device", Env{Native: &fakeNative{}}, []string{"peer-local"}, nil, nil, "two devices of one server"},
 		{"skip of an unknown group", Env{Skip: map[string]string{"kernels": "x"}}, nil, nil, nil, `unknown group "kernels"`},
+		{"unknown worker path", Env{WorkerPath: PathLocalLane + 1}, nil, nil, nil, "WorkerPath Path(3) is not a path"},
+		{"negative worker path", Env{WorkerPath: -1}, nil, nil, nil, "is not a path"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -32,7 +32,20 @@ const (
 	opSink   wire.Op = 2 // id u64, n u64: receive a striped transfer of n bytes with id, then reply
 	opSource wire.Op = 3 // id u64, n u64: send a striped transfer of n bytes with id, then reply
 	opPush   wire.Op = 4 // n u64, addr string, pin string: sink n bytes on the peer at addr, then reply
+	// opOfferLane has no body: offer a local lane on this connection
+	// (peers.Conn.OfferLocal); reply: token bytes, name string, which the
+	// client passes to JoinLocal. From then on the connection's striped
+	// transfers (sink, source) go through shared memory.
+	opOfferLane wire.Op = 5
+	// opPushLane is opPush over a connection to the peer at addr with a
+	// local lane joined (opOfferLane, then JoinLocal).
+	opPushLane wire.Op = 6
 )
+
+// unsupportedReply is the body of the error reply to opOfferLane and
+// opPushLane where the peer's platform has no local lanes; the client
+// turns it back into peers.ErrLocalUnsupported.
+const unsupportedReply = "bench peer: no local lanes on this platform"
 
 // Operations of the TCP baseline; every message starts with tcpHeaderSize
 // bytes: op u8, 7 bytes of zero, n u64 (little endian).
@@ -63,6 +76,10 @@ type PeerConfig struct {
 	Transport *peers.Config
 	// Logger receives the peer's log lines. Zero: nothing is logged.
 	Logger *slog.Logger
+
+	// noLocal makes the peer act as on a platform without local lanes
+	// (tests of the fallback to QUIC).
+	noLocal bool
 }
 
 // PeerInfo is how to reach a baseline peer.
@@ -75,8 +92,11 @@ type PeerInfo struct {
 // Peer is the baseline process of a benchmark run: it serves a raw echo
 // and a bulk sink and source over the same QUIC transport xgpu uses
 // (package peers) and over plain TCP, and pushes bulk data to another peer
-// on request. It does no work besides moving bytes, so what a case
-// measures against it is the transport alone.
+// on request. A connection may ask it for a local lane (shared memory, on
+// Linux when both ends share a host), as xgpu's sessions and worker links
+// do; its sink and source then go through the lane. It does no work
+// besides moving bytes, so what a case measures against it is the
+// transport alone.
 //
 // Its methods are safe for concurrent use.
 type Peer struct {
@@ -299,7 +319,7 @@ type quicSession struct {
 	c *peers.Conn
 
 	buf  []byte                 // bulk buffer of the call loop (sink, source, push)
-	push map[string]*peerClient // connections to other peers by address and pin
+	push map[string]*peerClient // connections to other peers by address, pin and path
 }
 
 // serveCalls runs the call stream until the connection ends. Calls are
@@ -322,7 +342,11 @@ func (s *quicSession) serveCalls() {
 		}
 		reply := wire.Header{Op: h.Op, Flags: wire.FlagReply, ReqID: h.ReqID}
 		out, err := s.handle(h.Op, body)
-		if err != nil {
+		switch {
+		case errors.Is(err, peers.ErrLocalUnsupported):
+			reply.Flags |= wire.FlagError
+			out = []byte(unsupportedReply)
+		case err != nil:
 			reply.Flags |= wire.FlagError
 			out = []byte("bench peer: " + err.Error())
 		}
@@ -355,7 +379,25 @@ func (s *quicSession) handle(op wire.Op, body []byte) ([]byte, error) {
 			return nil, s.c.RecvBulk(ctx, id, s.buf)
 		}
 		return nil, s.c.SendBulk(ctx, id, s.buf)
-	case opPush:
+	case opOfferLane:
+		if len(body) != 0 {
+			return nil, fmt.Errorf("malformed lane offer call: %d bytes of body, want none", len(body))
+		}
+		// The offer outlives this call: the client joins once it has the
+		// reply. It ends with the connection, or unused after the
+		// transport's HandshakeTimeout.
+		if s.p.cfg.noLocal {
+			return nil, peers.ErrLocalUnsupported
+		}
+		name, token, err := s.c.OfferLocal(s.c.Context())
+		if err != nil {
+			return nil, err
+		}
+		var e wire.Enc
+		e.Bytes(token)
+		e.String(name)
+		return e.B, nil
+	case opPush, opPushLane:
 		d := wire.NewDec(body)
 		n := d.U64()
 		addr, pin := d.String(), d.String()
@@ -365,25 +407,35 @@ func (s *quicSession) handle(op wire.Op, body []byte) ([]byte, error) {
 		if n > uint64(s.p.cfg.MaxBytes) {
 			return nil, fmt.Errorf("transfer of %d bytes, at most %d", n, s.p.cfg.MaxBytes)
 		}
-		pc, err := s.pushTo(ctx, PeerInfo{QUIC: addr, Pin: pin})
+		pc, err := s.pushTo(ctx, PeerInfo{QUIC: addr, Pin: pin}, op == opPushLane)
 		if err != nil {
 			return nil, err
 		}
 		s.buf = grow(s.buf, int(n))
-		return nil, pc.sinkQUIC(ctx, s.buf)
+		return nil, pc.sinkBulk(ctx, s.buf)
 	default:
 		return nil, fmt.Errorf("unknown opcode %d", op)
 	}
 }
 
-// pushTo returns the session's connection to the peer at info, dialling
-// it the first time.
-func (s *quicSession) pushTo(ctx context.Context, info PeerInfo) (*peerClient, error) {
+// pushTo returns the session's connection to the peer at info, with a
+// local lane joined if lane, dialling it the first time.
+func (s *quicSession) pushTo(ctx context.Context, info PeerInfo, lane bool) (*peerClient, error) {
 	key := info.QUIC + "|" + info.Pin
+	if lane {
+		key += "|lane"
+	}
 	if pc, ok := s.push[key]; ok {
 		return pc, nil
 	}
-	pc, err := dialPeerQUIC(ctx, info, s.p.cfg.Transport)
+	if lane && s.p.cfg.noLocal {
+		return nil, peers.ErrLocalUnsupported
+	}
+	dial := dialPeerQUIC
+	if lane {
+		dial = dialPeerLocal
+	}
+	pc, err := dial(ctx, info, s.p.cfg.Transport)
 	if err != nil {
 		return nil, err
 	}

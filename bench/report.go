@@ -37,11 +37,14 @@ type Report struct {
 	Settings Options  `json:"settings"`
 	Seconds  float64  `json:"seconds"` // wall time of the run
 	Cases    []Result `json:"cases"`
-	// Skipped are the groups asked for that this environment cannot run.
+	// Skipped are the groups asked for that this environment cannot run,
+	// and cases of a group it left out ("transport/local-lane" where
+	// there are no local lanes).
 	Skipped []Skipped `json:"skipped,omitempty"`
 }
 
-// Skipped is a case group a run left out, and why.
+// Skipped is a case group, or cases of one (group/variant), a run left
+// out, and why.
 type Skipped struct {
 	Group  string `json:"group"`
 	Reason string `json:"reason"`
@@ -72,7 +75,10 @@ type Result struct {
 	Ratio float64 `json:"ratio"`
 
 	// A second reference measured in the same rounds, where the case has
-	// one (the raw striped QUIC bulk lane for copies, TCP for latencies).
+	// one: for host copies, raw striped transfers on the path the
+	// session's bytes take (a local lane when the client shares the
+	// server's host, QUIC otherwise; ReferenceName says which); TCP for
+	// latencies.
 	Reference      float64 `json:"reference,omitempty"`
 	ReferenceP99   float64 `json:"reference_p99,omitempty"`
 	ReferenceName  string  `json:"reference_name,omitempty"`
@@ -103,7 +109,8 @@ type Extra struct {
 
 // Overlap relates a host copy through xgpu on the cuda backend to the two
 // stages its bytes pass: the transport between client and server (the
-// case's raw QUIC bulk reference) and DMA between the server's pinned
+// case's raw reference, on the path the session's bytes take: a local
+// lane or QUIC) and DMA between the server's pinned
 // staging buffers and the GPU (the native pinned copy). When the server
 // overlaps them, the copy runs at the slower stage (Bound); when it runs
 // them one after the other, at Serial. Figures in GB/s.
@@ -217,7 +224,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 			ref, refRatio, note)
 		what := c.Group + ": "
 		if c.Group == GroupTransport {
-			what += "xgpu column: xgpu's transport alone (quic-1-stream: one raw QUIC stream; striped-N: peers SendBulk over N lanes); "
+			what += "xgpu column: xgpu's transport alone (quic-1-stream: one raw QUIC stream; striped-N: peers SendBulk over N lanes; " +
+				"local-lane: peers SendBulk through a local lane, shared memory); "
 		}
 		what += "baseline: " + c.BaselineName
 		if c.ReferenceName != "" {

@@ -174,11 +174,42 @@ type Env struct {
 	// PeerA pushes in the peer group's baseline. Required: PeerA, and
 	// PeerB when the peer group runs.
 	PeerA, PeerB PeerInfo
+	// WorkerPath is how the workers of DevA's and DevB's servers move a
+	// peer copy between them, so that the peer group's baseline (PeerA
+	// pushing to PeerB) takes the same path: PathLocalLane when they run
+	// on one host and join local lanes (their environment lacks
+	// XGPU_LOCAL_LANE=0), PathQUIC otherwise. Zero (PathAuto): a local
+	// lane when the client's sessions with both servers use one (both
+	// workers are then on the client's host), QUIC otherwise.
+	WorkerPath Path
 	// Backend names the servers' device backend in the report. Zero:
 	// not reported.
 	Backend string
 	// Setup describes the processes in the report. Zero: not reported.
 	Setup string
+}
+
+// Path is how two processes of a run move bulk data between them.
+type Path int
+
+// Paths of Env.WorkerPath.
+const (
+	PathAuto      Path = iota // decide from the client's sessions (Env.WorkerPath)
+	PathQUIC                  // striped QUIC bulk transfers (peers SendBulk over its lanes)
+	PathLocalLane             // a local lane: shared memory on one host (peers OfferLocal, JoinLocal)
+)
+
+// String names p: "auto", "quic" or "local-lane".
+func (p Path) String() string {
+	switch p {
+	case PathAuto:
+		return "auto"
+	case PathQUIC:
+		return "quic"
+	case PathLocalLane:
+		return "local-lane"
+	}
+	return fmt.Sprintf("Path(%d)", int(p))
 }
 
 // NativeDevices are device numbers in the native program.
@@ -191,6 +222,9 @@ type NativeDevices struct {
 // NativeGroups without a native baseline. It fails when a group asked for
 // by name cannot run, or the Env lacks what a group needs.
 func plan(env Env, asked []string) ([]string, []Skipped, error) {
+	if env.WorkerPath < PathAuto || env.WorkerPath > PathLocalLane {
+		return nil, nil, fmt.Errorf("bench: Env.WorkerPath %v is not a path", env.WorkerPath)
+	}
 	for g := range env.Skip {
 		if !slices.Contains(Groups, g) {
 			return nil, nil, fmt.Errorf("bench: Env.Skip names unknown group %q", g)
@@ -298,6 +332,11 @@ type runner struct {
 	tcp   *tcpClient  // one TCP connection to PeerA
 	lanes map[int]*peerClient
 
+	// local is a connection to PeerA with a local lane joined, dialled on
+	// first use (localPeer); localErr is why there is none, once tried.
+	local    *peerClient
+	localErr error
+
 	small  uint64 // 4 KiB on DevA
 	bufA   uint64 // maxSize on DevA (0: none)
 	bufA2  uint64 // maxSize on DevA2 (0: none)
@@ -385,6 +424,9 @@ func (r *runner) close() {
 	}
 	for _, pc := range r.lanes {
 		_ = pc.close()
+	}
+	if r.local != nil {
+		_ = r.local.close()
 	}
 }
 
@@ -758,80 +800,160 @@ func (r *runner) nativeCopy(role int, name, op string, dev, peer int) copyMethod
 	}}
 }
 
+// Names of the raw bulk references.
+const (
+	nameLocalLane   = "raw local lane (shared memory)"
+	nameLocalLanePP = "raw local lane (shared memory) between two processes"
+)
+
+// quicName names the raw striped QUIC reference.
+func (r *runner) quicName() string {
+	return fmt.Sprintf("raw striped QUIC bulk, %d lanes", r.pc.c.BulkLanes())
+}
+
+// onLane reports whether, for each of devs, the client's session that
+// holds it moves its bulk data through a local lane (runtime Stats).
+func (r *runner) onLane(devs ...int) bool {
+	sessions := r.c.Stats().Sessions
+	for _, d := range devs {
+		i := slices.IndexFunc(sessions, func(s runtime.SessionStats) bool { return slices.Contains(s.Devices, d) })
+		if i < 0 || !sessions[i].LocalLane {
+			return false
+		}
+	}
+	return true
+}
+
+// localPeer returns a connection to PeerA with a local lane joined,
+// dialling it the first time. Where this platform or the peer's has no
+// local lanes the error wraps peers.ErrLocalUnsupported.
+func (r *runner) localPeer() (*peerClient, error) {
+	if r.local == nil && r.localErr == nil {
+		r.local, r.localErr = dialPeerLocal(r.ctx, r.env.PeerA, nil)
+	}
+	return r.local, r.localErr
+}
+
+// hostPath returns the connection to PeerA whose raw striped transfers
+// are the reference of the h2d and d2h copies, and its name: the path the
+// session's bytes take. When the client's session with DevA's server uses
+// a local lane, that is a lane-joined connection (QUIC where the peer has
+// no local lanes, named so); otherwise QUIC.
+func (r *runner) hostPath() (*peerClient, string, error) {
+	if r.onLane(r.env.DevA) {
+		pc, err := r.localPeer()
+		switch {
+		case err == nil:
+			return pc, nameLocalLane, nil
+		case !errors.Is(err, peers.ErrLocalUnsupported):
+			return nil, "", fmt.Errorf("the client's session uses a local lane, but none to baseline peer A: %w", err)
+		}
+	}
+	return r.pc, r.quicName(), nil
+}
+
+// peerPath reports whether the peer group's baseline pushes through a
+// local lane (Env.WorkerPath), and names it. When a lane is wanted, one
+// small push sets it up; where the peers have no local lanes the push
+// goes over QUIC, named so.
+func (r *runner) peerPath() (bool, string, error) {
+	lane := r.env.WorkerPath == PathLocalLane || r.env.WorkerPath == PathAuto && r.onLane(r.env.DevA, r.env.DevB)
+	if lane {
+		err := r.pc.push(1, r.env.PeerB, true)
+		switch {
+		case err == nil:
+			return true, nameLocalLanePP, nil
+		case !errors.Is(err, peers.ErrLocalUnsupported):
+			return false, "", fmt.Errorf("the workers' link uses a local lane, but the baseline peers join none: %w", err)
+		}
+	}
+	return false, fmt.Sprintf("raw striped QUIC bulk between two processes, %d lanes", r.pc.c.BulkLanes()), nil
+}
+
 // copyMethods returns the methods of group g's copies: xgpu's first.
-func (r *runner) copyMethods(g string) []copyMethod {
+func (r *runner) copyMethods(g string) ([]copyMethod, error) {
 	nd := r.env.NativeDevs
-	quicName := fmt.Sprintf("raw striped QUIC bulk, %d lanes", r.pc.c.BulkLanes())
 	switch g {
 	case GroupH2D:
+		ref, refName, err := r.hostPath()
+		if err != nil {
+			return nil, err
+		}
 		xgpu := goCopy(roleXGPU, "cudaMemcpy host to device", func(n int64) func() error {
 			p := r.src[:n]
 			return func() error { return r.c.MemcpyHtoD(r.bufA, p) }
 		})
-		quic := func(role int) copyMethod {
-			return goCopy(role, quicName, func(n int64) func() error {
+		raw := func(role int) copyMethod {
+			return goCopy(role, refName, func(n int64) func() error {
 				p := r.src[:n]
-				return func() error { return r.pc.sinkQUIC(r.ctx, p) }
+				return func() error { return ref.sinkBulk(r.ctx, p) }
 			})
 		}
 		if r.native() {
 			xgpu.name = "cudaMemcpy host to device, from the client's pageable memory"
 			return []copyMethod{xgpu,
 				r.nativeCopy(roleBaseline, "native cudaMemcpy from pageable host memory", NativeH2DPageable, nd.A, 0),
-				quic(roleReference),
-				r.nativeCopy(roleExtra, "native pinned cudaMemcpy", NativeH2DPinned, nd.A, 0)}
+				raw(roleReference),
+				r.nativeCopy(roleExtra, "native pinned cudaMemcpy", NativeH2DPinned, nd.A, 0)}, nil
 		}
 		return []copyMethod{xgpu,
 			goCopy(roleBaseline, "one TCP connection", func(n int64) func() error {
 				p := r.src[:n]
 				return func() error { return r.tcp.sink(p) }
 			}),
-			quic(roleReference)}
+			raw(roleReference)}, nil
 	case GroupD2H:
+		ref, refName, err := r.hostPath()
+		if err != nil {
+			return nil, err
+		}
 		xgpu := goCopy(roleXGPU, "cudaMemcpy device to host", func(n int64) func() error {
 			p := r.dst[:n]
 			return func() error { return r.c.MemcpyDtoH(p, r.bufA) }
 		})
-		quic := func(role int) copyMethod {
-			return goCopy(role, quicName, func(n int64) func() error {
+		raw := func(role int) copyMethod {
+			return goCopy(role, refName, func(n int64) func() error {
 				p := r.dst[:n]
-				return func() error { return r.pc.sourceQUIC(r.ctx, p) }
+				return func() error { return ref.sourceBulk(r.ctx, p) }
 			})
 		}
 		if r.native() {
 			xgpu.name = "cudaMemcpy device to host, into the client's pageable memory"
 			return []copyMethod{xgpu,
 				r.nativeCopy(roleBaseline, "native cudaMemcpy to pageable host memory", NativeD2HPageable, nd.A, 0),
-				quic(roleReference),
-				r.nativeCopy(roleExtra, "native pinned cudaMemcpy", NativeD2HPinned, nd.A, 0)}
+				raw(roleReference),
+				r.nativeCopy(roleExtra, "native pinned cudaMemcpy", NativeD2HPinned, nd.A, 0)}, nil
 		}
 		return []copyMethod{xgpu,
 			goCopy(roleBaseline, "one TCP connection", func(n int64) func() error {
 				p := r.dst[:n]
 				return func() error { return r.tcp.source(p) }
 			}),
-			quic(roleReference)}
+			raw(roleReference)}, nil
 	case GroupPeerLocal:
 		return []copyMethod{
 			goCopy(roleXGPU, "cudaMemcpyPeer between two devices of one server", func(n int64) func() error {
 				return func() error { return r.c.MemcpyPeer(r.bufA2, r.env.DevA2, r.bufA, r.env.DevA, uint64(n)) }
 			}),
 			r.nativeCopy(roleBaseline, "native cudaMemcpyPeer between the same GPUs, each copy synchronized", NativePeer, nd.A, nd.A2),
-		}
+		}, nil
 	default: // GroupPeer
+		lane, name, err := r.peerPath()
+		if err != nil {
+			return nil, err
+		}
 		ms := []copyMethod{
 			goCopy(roleXGPU, "cudaMemcpyPeer between devices of two servers", func(n int64) func() error {
 				return func() error { return r.c.MemcpyPeer(r.bufB, r.env.DevB, r.bufA, r.env.DevA, uint64(n)) }
 			}),
-			goCopy(roleBaseline, fmt.Sprintf("raw striped QUIC bulk between two processes, %d lanes", r.pc.c.BulkLanes()),
-				func(n int64) func() error {
-					return func() error { return r.pc.push(int(n), r.env.PeerB) }
-				}),
+			goCopy(roleBaseline, name, func(n int64) func() error {
+				return func() error { return r.pc.push(int(n), r.env.PeerB, lane) }
+			}),
 		}
 		if r.native() {
 			ms = append(ms, r.nativeCopy(roleReference, "native cudaMemcpyPeer between the same GPUs, each copy synchronized", NativePeer, nd.A, nd.B))
 		}
-		return ms
+		return ms, nil
 	}
 }
 
@@ -839,7 +961,10 @@ func (r *runner) copyMethods(g string) []copyMethod {
 // peer) at every size.
 func (r *runner) copyGroup(g string) error {
 	sizes := slices.Sorted(slices.Values(r.opt.Sizes))
-	methods := r.copyMethods(g)
+	methods, err := r.copyMethods(g)
+	if err != nil {
+		return err
+	}
 	// One untimed copy of the largest size per method warms the
 	// connections and faults in every buffer: each case copies a prefix
 	// of the same memory.
@@ -930,34 +1055,55 @@ func (r *runner) transportGroup() error {
 	if err != nil {
 		return err
 	}
-	names := []string{"quic-1-stream"}
-	ms := []rateMethod{
-		timed(units, repeat(reps, func() error { return r.tcp.sink(p) })),
-		timed(units, repeat(reps, func() error { return one.sinkStream(r.ctx, p) })),
+	type variant struct {
+		name, what string
+		m          rateMethod
 	}
+	vs := []variant{{"quic-1-stream", "one raw QUIC stream (peers OpenBulk)",
+		timed(units, repeat(reps, func() error { return one.sinkStream(r.ctx, p) }))}}
 	for _, l := range transportLanes {
 		pc, err := r.lane(l)
 		if err != nil {
 			return err
 		}
-		names = append(names, fmt.Sprintf("striped-%d-lane%s", l, map[bool]string{true: "s"}[l > 1]))
-		ms = append(ms, timed(units, repeat(reps, func() error { return pc.sinkQUIC(r.ctx, p) })))
+		vs = append(vs, variant{
+			fmt.Sprintf("striped-%d-lane%s", l, map[bool]string{true: "s"}[l > 1]),
+			fmt.Sprintf("peers SendBulk striped over %d lane(s)", l),
+			timed(units, repeat(reps, func() error { return pc.sinkBulk(r.ctx, p) })),
+		})
+	}
+	switch local, err := r.localPeer(); {
+	case err == nil:
+		vs = append(vs, variant{"local-lane", "peers SendBulk through a local lane (shared memory)",
+			timed(units, repeat(reps, func() error { return local.sinkBulk(r.ctx, p) }))})
+	case errors.Is(err, peers.ErrLocalUnsupported):
+		r.skip(GroupTransport+"/local-lane", err.Error())
+	default:
+		return err
+	}
+	ms := []rateMethod{timed(units, repeat(reps, func() error { return r.tcp.sink(p) }))}
+	for _, v := range vs {
+		ms = append(ms, v.m)
 	}
 	rs, err := r.rates(ms...)
 	if err != nil {
 		return err
 	}
-	for i, name := range names {
-		what := "one raw QUIC stream (peers OpenBulk)"
-		if i > 0 {
-			what = fmt.Sprintf("peers SendBulk striped over %d lane(s)", transportLanes[i-1])
-		}
+	for i, v := range vs {
 		r.add(Result{
-			Name: "transport/" + name + "/" + SizeName(n), Group: GroupTransport, Unit: UnitGBps, Bytes: n,
-			XGPU: rs[i+1], XGPUName: what,
+			Name: "transport/" + v.name + "/" + SizeName(n), Group: GroupTransport, Unit: UnitGBps, Bytes: n,
+			XGPU: rs[i+1], XGPUName: v.what,
 			Baseline: rs[0], BaselineName: "one TCP connection",
 			Rounds: r.opt.Rounds, Samples: r.opt.Rounds * reps,
 		})
 	}
 	return nil
+}
+
+// skip records cases of a group that this run leaves out, and why.
+func (r *runner) skip(what, reason string) {
+	r.rep.Skipped = append(r.rep.Skipped, Skipped{Group: what, Reason: reason})
+	if w := r.opt.Progress; w != nil {
+		fmt.Fprintf(w, "%-34s skipped: %s\n", what, reason)
+	}
 }

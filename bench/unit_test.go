@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xgpu/xgpu/internal/wire"
+	"github.com/xgpu/xgpu/peers"
 )
 
 func TestQuantile(t *testing.T) {
@@ -183,16 +188,16 @@ func TestPeerQUIC(t *testing.T) {
 	}{
 		{"echo", func() error { return pc.echo([]byte("ping")) }, ""},
 		{"frames", func() error { return pc.frames(100, []byte("async")) }, ""},
-		{"sink", func() error { return pc.sinkQUIC(ctx, data) }, ""},
-		{"source", func() error { return pc.sourceQUIC(ctx, got) }, ""},
+		{"sink", func() error { return pc.sinkBulk(ctx, data) }, ""},
+		{"source", func() error { return pc.sourceBulk(ctx, got) }, ""},
 		{"raw stream", func() error { return pc.sinkStream(ctx, data) }, ""},
-		{"push", func() error { return pc.push(len(data), b) }, ""},
+		{"push", func() error { return pc.push(len(data), b, false) }, ""},
 		{"unknown opcode", func() error { id, err := pc.send(99, nil); return orErr(err, pc.await(id)) }, "unknown opcode 99"},
 		{"malformed transfer", func() error { id, err := pc.send(opSink, []byte{1, 2, 3}); return orErr(err, pc.await(id)) }, "malformed transfer"},
 		{"sink too large", func() error { id, err := pc.send(opSink, pc.transferBody(77, 5<<20)); return orErr(err, pc.await(id)) }, "at most"},
-		{"source too large", func() error { return pc.sourceQUIC(ctx, make([]byte, 5<<20)) }, "at most"},
-		{"push with a bad pin", func() error { return pc.push(16, PeerInfo{QUIC: b.QUIC, Pin: "zz"}) }, "not a hex SHA-256"},
-		{"push with the wrong pin", func() error { return pc.push(16, PeerInfo{QUIC: b.QUIC, Pin: a.Pin}) }, "does not match the pin"},
+		{"source too large", func() error { return pc.sourceBulk(ctx, make([]byte, 5<<20)) }, "at most"},
+		{"push with a bad pin", func() error { return pc.push(16, PeerInfo{QUIC: b.QUIC, Pin: "zz"}, false) }, "not a hex SHA-256"},
+		{"push with the wrong pin", func() error { return pc.push(16, PeerInfo{QUIC: b.QUIC, Pin: a.Pin}, false) }, "does not match the pin"},
 		{"malformed push", func() error { id, err := pc.send(opPush, []byte{1}); return orErr(err, pc.await(id)) }, "malformed push"},
 		{"echo after errors", func() error { return pc.echo([]byte("still here")) }, ""},
 	}
@@ -209,11 +214,11 @@ func TestPeerQUIC(t *testing.T) {
 	}
 	// The peer sources what the connection sank last (the push above went
 	// from the same buffer).
-	if err := pc.sinkQUIC(ctx, data); err != nil {
+	if err := pc.sinkBulk(ctx, data); err != nil {
 		t.Fatal(err)
 	}
 	clear(got)
-	if err := pc.sourceQUIC(ctx, got); err != nil {
+	if err := pc.sourceBulk(ctx, got); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, data) {
@@ -253,6 +258,137 @@ func TestPeerRawStreamTooLarge(t *testing.T) {
 	}
 	if err := pc.sinkStream(ctx, make([]byte, 1<<10)); err != nil {
 		t.Errorf("raw stream after the aborted one: %v", err)
+	}
+}
+
+// TestPeerLocalLane: a connection with a local lane joined moves its
+// striped transfers through shared memory (on Linux), the peer pushes
+// through a lane when asked, and bad lane calls get an error reply
+// without ending the session. Where local lanes are unsupported, both
+// fail with peers.ErrLocalUnsupported.
+func TestPeerLocalLane(t *testing.T) {
+	a, b := startPeer(t), startPeer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if goruntime.GOOS != "linux" {
+		if _, err := dialPeerLocal(ctx, a, nil); !errors.Is(err, peers.ErrLocalUnsupported) {
+			t.Errorf("dialPeerLocal = %v, want ErrLocalUnsupported", err)
+		}
+		pc, err := dialPeerQUIC(ctx, a, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.close()
+		if err := pc.push(16, b, true); !errors.Is(err, peers.ErrLocalUnsupported) {
+			t.Errorf("push through a lane = %v, want ErrLocalUnsupported", err)
+		}
+		return
+	}
+	pc, err := dialPeerLocal(ctx, a, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.close()
+	if !pc.local() {
+		t.Fatal("no local lane after dialPeerLocal")
+	}
+	data := make([]byte, 6<<20) // more than one slot of the lane's ring, more than the peer takes
+	fill(data)
+	got := make([]byte, len(data))
+	call := func(op wire.Op, body []byte) error {
+		id, err := pc.send(op, body)
+		return orErr(err, pc.await(id))
+	}
+	tests := []struct {
+		name string
+		do   func() error
+		want string // substring of the error; empty: success
+	}{
+		{"sink too large", func() error { return pc.sinkBulk(ctx, data) }, "at most"},
+		{"source too large", func() error { return pc.sourceBulk(ctx, got) }, "at most"},
+		{"sink", func() error { return pc.sinkBulk(ctx, data[:4<<20]) }, ""},
+		{"source", func() error { return pc.sourceBulk(ctx, got[:4<<20]) }, ""},
+		{"push through a lane", func() error { return pc.push(4<<20, b, true) }, ""},
+		{"push through a lane again", func() error { return pc.push(1<<20, b, true) }, ""},
+		{"push over QUIC", func() error { return pc.push(1<<20, b, false) }, ""},
+		{"push through a lane, wrong pin", func() error { return pc.push(16, PeerInfo{QUIC: b.QUIC, Pin: a.Pin}, true) }, "does not match the pin"},
+		{"second offer", func() error { return call(opOfferLane, nil) }, "already attached"},
+		{"offer with a body", func() error { return call(opOfferLane, []byte{1}) }, "malformed lane offer"},
+		{"malformed lane push", func() error { return call(opPushLane, []byte{1}) }, "malformed push"},
+		{"echo after errors", func() error { return pc.echo([]byte("still here")) }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.do()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatal(err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("got %v, want an error with %q", err, tt.want)
+			}
+		})
+	}
+	// The peer sources what the connection sank last, through the lane.
+	data, got = data[:3<<20+5], got[:3<<20+5]
+	if err := pc.sinkBulk(ctx, data); err != nil {
+		t.Fatal(err)
+	}
+	clear(got)
+	if err := pc.sourceBulk(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Error("source returned other bytes than the sink received")
+	}
+	if !pc.local() || pc.c.Err() != nil {
+		t.Errorf("connection after the lane calls: local %v, err %v", pc.local(), pc.c.Err())
+	}
+}
+
+// TestPeerNoLocalLanes: a peer without local lanes refuses an offer and a
+// push through a lane with the reply that the client turns back into
+// peers.ErrLocalUnsupported, directly or relayed by the pushing peer, and
+// serves on.
+func TestPeerNoLocalLanes(t *testing.T) {
+	a, none := startPeer(t), startPeer(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	toA, err := dialPeerQUIC(ctx, a, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer toA.close()
+	toNone, err := dialPeerQUIC(ctx, none, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer toNone.close()
+	tests := []struct {
+		name string
+		do   func() error
+	}{
+		{"dial with a lane", func() error {
+			pc, err := dialPeerLocal(ctx, none, nil)
+			if err == nil {
+				pc.close()
+			}
+			return err
+		}},
+		{"offer", func() error { return toNone.joinLane(ctx) }},
+		{"push from it through a lane", func() error { return toNone.push(16, a, true) }},
+		{"push to it through a lane", func() error { return toA.push(16, none, true) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.do(); !errors.Is(err, peers.ErrLocalUnsupported) {
+				t.Errorf("got %v, want ErrLocalUnsupported", err)
+			}
+		})
+	}
+	for _, pc := range []*peerClient{toA, toNone} {
+		if err := pc.push(1<<10, none, false); err != nil || pc.local() {
+			t.Errorf("push over QUIC after the refusals: %v (local lane %v)", err, pc.local())
+		}
 	}
 }
 
@@ -318,6 +454,26 @@ func tcpMsg(op byte, n int) []byte {
 	b := make([]byte, tcpHeaderSize)
 	tcpHeader(b, op, n)
 	return b
+}
+
+func TestPathString(t *testing.T) {
+	tests := []struct {
+		name string
+		p    Path
+		want string
+	}{
+		{"auto", PathAuto, "auto"},
+		{"quic", PathQUIC, "quic"},
+		{"local lane", PathLocalLane, "local-lane"},
+		{"unknown", Path(9), "Path(9)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.p.String(); got != tt.want {
+				t.Errorf("String = %q, want %q", got, tt.want)
+			}
+		})
+	}
 }
 
 func TestFill(t *testing.T) {

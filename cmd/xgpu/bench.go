@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/xgpu/xgpu/bench"
@@ -182,7 +180,7 @@ func benchCluster(ctx context.Context, dir string, cfg benchConfig, stderr io.Wr
 			return "", err
 		}
 		defer f.Close() // the child holds its own descriptor
-		c, addr, err := startBenchChild(ctx, name, dir, f, env, args...)
+		c, addr, err := startChildEnv(ctx, name, dir, f, env, args...)
 		if err != nil {
 			return "", err
 		}
@@ -203,10 +201,17 @@ func benchCluster(ctx context.Context, dir string, cfg benchConfig, stderr io.Wr
 		infos = append(infos, info)
 	}
 	env := bench.Env{DevA: 0, DevB: 1, PeerA: infos[0], PeerB: infos[1], Backend: cfg.backend}
+	// Everything runs on this host: the client's sessions and the links
+	// between the two servers' workers join local lanes unless
+	// XGPU_LOCAL_LANE=0, which the client reads from this environment and
+	// the servers (and their workers) get from it; the baselines take the
+	// same path.
+	lanes, serverEnv := benchPaths(os.Getenv(runtime.EnvLocalLane))
+	env.WorkerPath = lanes
 	var refs []bench.DeviceRef
 	if cfg.backend == "host" {
 		for _, name := range benchServers {
-			addr, err := start(name, nil, "server", "--backend", "host", "--host", name, "--id", name,
+			addr, err := start(name, serverEnv, "server", "--backend", "host", "--host", name, "--id", name,
 				"--listen", "127.0.0.1:0", "--devices", "1", "--memory", strconv.FormatUint(memory, 10),
 				"--log-level", "warn")
 			if err != nil {
@@ -215,13 +220,13 @@ func benchCluster(ctx context.Context, dir string, cfg benchConfig, stderr io.Wr
 			refs = append(refs, bench.DeviceRef{Server: addr})
 		}
 		env.Setup = "this client; 2 xgpu servers (host backend, 1 device each) with one session worker each; " +
-			"2 baseline peer processes; all on loopback, sharing the machine's cores"
+			"2 baseline peer processes; all on loopback, sharing the machine's cores; " + describePaths(lanes)
 	} else {
 		gpus, err := benchGPUs(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
-		lay, err := planGPUs(gpus)
+		lay, err := planGPUs(gpus, cfg.opt.Groups)
 		if err != nil {
 			return nil, err
 		}
@@ -231,7 +236,7 @@ func benchCluster(ctx context.Context, dir string, cfg benchConfig, stderr io.Wr
 				continue
 			}
 			name := benchServers[i]
-			addr, err := start(name, cudaEnv(vis), "server", "--backend", "cuda", "--host", name, "--id", name,
+			addr, err := start(name, append(cudaEnv(vis), serverEnv...), "server", "--backend", "cuda", "--host", name, "--id", name,
 				"--listen", "127.0.0.1:0", "--log-level", "warn")
 			if err != nil {
 				return nil, err
@@ -256,8 +261,8 @@ func benchCluster(ctx context.Context, dir string, cfg benchConfig, stderr io.Wr
 		defer np.Close()
 		env.Native = np
 		env.Setup = fmt.Sprintf("this client; server A (cuda backend, GPUs %s) and %s, one session worker each; "+
-			"the native program %s on the same GPUs; 2 baseline peer processes; all on this machine, loopback",
-			strings.Join(lay.a, ","), describeServerB(lay.b), cfg.native)
+			"the native program %s on the same GPUs; 2 baseline peer processes; all on this machine, loopback; %s",
+			strings.Join(lay.a, ","), describeServerB(lay.b), cfg.native, describePaths(lanes))
 	}
 
 	m, err := bench.DeviceMapOf(ctx, refs)
@@ -271,6 +276,26 @@ func benchCluster(ctx context.Context, dir string, cfg benchConfig, stderr io.Wr
 	defer c.Close()
 	env.Client = c
 	return bench.Run(ctx, env, cfg.opt)
+}
+
+// benchPaths returns how the processes of a run, all on this host, move
+// bulk data given the value of XGPU_LOCAL_LANE in this environment, and
+// the environment the servers get for it: local lanes unless it is "0".
+// The setting is passed on explicitly so that the servers' workers and
+// the run's baselines agree on it.
+func benchPaths(setting string) (bench.Path, []string) {
+	if setting == "0" {
+		return bench.PathQUIC, []string{runtime.EnvLocalLane + "=0"}
+	}
+	return bench.PathLocalLane, nil
+}
+
+// describePaths says in the report's setup how bulk data moves.
+func describePaths(p bench.Path) string {
+	if p == bench.PathQUIC {
+		return "bulk data on QUIC (" + runtime.EnvLocalLane + "=0)"
+	}
+	return "bulk data through local lanes where the platform has them (" + runtime.EnvLocalLane + "=0 turns them off)"
 }
 
 func describeServerB(b []string) string {
@@ -339,10 +364,13 @@ type gpuLayout struct {
 type gpuRef struct{ server, gpu int }
 
 // planGPUs places a cuda run on gpus: server A gets the first two (the
-// peer-local pair), server B the third, or with two GPUs the second, so
-// that a copy from A's first GPU to B crosses both servers' workers and
-// two GPUs. With one GPU the two peer groups are skipped.
-func planGPUs(gpus []*pb.GPU) (gpuLayout, error) {
+// peer-local pair), server B the third, so that a copy from A's first GPU
+// to B crosses both servers' workers and two GPUs. A device map puts each
+// GPU on one server, so two GPUs serve one of the peer groups: the
+// two-server copy (A gets the first, B the second), or, when groups asks
+// for peer-local without peer, the pair on A. With one GPU both peer
+// groups are skipped. groups are the requested case groups (none: all).
+func planGPUs(gpus []*pb.GPU, groups []string) (gpuLayout, error) {
 	var ids []string
 	for _, g := range gpus {
 		ids = append(ids, g.GetUuid())
@@ -357,10 +385,20 @@ func planGPUs(gpus []*pb.GPU) (gpuLayout, error) {
 			skip: map[string]string{bench.GroupPeerLocal: why, bench.GroupPeer: why},
 		}, nil
 	case n == 2:
+		wants := func(g string) bool { return len(groups) == 0 || slices.Contains(groups, g) }
+		if wants(bench.GroupPeerLocal) && !wants(bench.GroupPeer) {
+			return gpuLayout{
+				a: ids[:2], visible: ids[:2],
+				devices: []gpuRef{{0, 0}, {0, 1}}, devA: 0, devB: 1, devA2: 1,
+				native: bench.NativeDevices{A: 0, A2: 1, B: 1},
+				skip:   map[string]string{bench.GroupPeer: "needs a third GPU beside the peer-local pair"},
+			}, nil
+		}
 		return gpuLayout{
-			a: ids[:2], b: ids[1:2], visible: ids[:2],
-			devices: []gpuRef{{0, 0}, {1, 0}, {0, 1}}, devA: 0, devB: 1, devA2: 2,
+			a: ids[:1], b: ids[1:2], visible: ids[:2],
+			devices: []gpuRef{{0, 0}, {1, 0}}, devA: 0, devB: 1, devA2: 1,
 			native: bench.NativeDevices{A: 0, A2: 1, B: 1},
+			skip:   map[string]string{bench.GroupPeerLocal: "needs a third GPU beside the two servers' (--cases peer-local measures it on two)"},
 		}, nil
 	default:
 		return gpuLayout{
@@ -369,39 +407,6 @@ func planGPUs(gpus []*pb.GPU) (gpuLayout, error) {
 			native: bench.NativeDevices{A: 0, A2: 1, B: 2},
 		}, nil
 	}
-}
-
-// startBenchChild is startChild with env added to the child's
-// environment.
-func startBenchChild(ctx context.Context, name, dir string, logw io.Writer, env []string, args ...string) (*child, string, error) {
-	if len(env) == 0 {
-		return startChild(ctx, name, dir, logw, args...)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, "", fmt.Errorf("find own executable: %w", err)
-	}
-	addrFile := filepath.Join(dir, name+".addr")
-	_ = os.Remove(addrFile)
-	cmd := exec.Command(exe, append(args, "--addr-file", addrFile)...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logw, logw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, "", fmt.Errorf("start %s: %w", name, err)
-	}
-	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		c.err = cmd.Wait()
-		close(c.done)
-	}()
-	// A cuda server opens NVML and the driver first: give it longer.
-	addr, err := waitAddrFile(ctx, addrFile, c.done, 90*time.Second)
-	if err != nil {
-		c.stop(2 * time.Second)
-		return nil, "", fmt.Errorf("%s: %w", name, err)
-	}
-	return c, addr, nil
 }
 
 // runBenchPeer is the hidden subcommand `xgpu bench` starts as its

@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/xgpu/xgpu/bench"
 	"github.com/xgpu/xgpu/internal/pb"
+	"github.com/xgpu/xgpu/runtime"
 )
 
 // TestBenchFlags: bad flags fail before any process starts.
@@ -48,42 +50,100 @@ func TestBenchFlags(t *testing.T) {
 }
 
 // TestBenchCommand runs `xgpu bench` on a tiny configuration: two servers,
-// two baseline peers and the client, as processes.
+// two baseline peers and the client, as processes; once as it comes (local
+// lanes where the platform has them) and once with XGPU_LOCAL_LANE=0, which
+// keeps the sessions, the workers' link and the references on QUIC.
 func TestBenchCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 6 processes")
 	}
-	jsonPath := filepath.Join(t.TempDir(), "bench.json")
-	cmd := exec.Command(xgpuBin, "bench", "--sizes", "128KiB", "--cases", "sync,async,h2d,peer",
-		"--rounds", "1", "--sync-calls", "5", "--async-calls", "50", "--json", jsonPath)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("xgpu bench: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errb.String())
+	lanes := goruntime.GOOS == "linux"
+	tests := []struct {
+		name      string
+		env       []string
+		cases     string
+		wantCases int
+		lane      bool // want the references on a local lane
+	}{
+		{"default", nil, "sync,async,h2d,peer", 5, lanes},
+		{"XGPU_LOCAL_LANE=0", []string{runtime.EnvLocalLane + "=0"}, "h2d,peer", 2, false},
 	}
-	for _, s := range []string{"sync/d2h-4B", "h2d/128KiB", "peer/128KiB", "client payload 0 B", "cores"} {
-		if !strings.Contains(out.String(), s) {
-			t.Errorf("table lacks %q:\n%s", s, out.String())
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			jsonPath := filepath.Join(t.TempDir(), "bench.json")
+			cmd := exec.Command(xgpuBin, "bench", "--sizes", "128KiB", "--cases", tt.cases,
+				"--rounds", "1", "--sync-calls", "5", "--async-calls", "50", "--json", jsonPath)
+			cmd.Env = append(os.Environ(), tt.env...)
+			var out, errb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("xgpu bench: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errb.String())
+			}
+			for _, s := range []string{"h2d/128KiB", "peer/128KiB", "client payload 0 B", "cores"} {
+				if !strings.Contains(out.String(), s) {
+					t.Errorf("table lacks %q:\n%s", s, out.String())
+				}
+			}
+			b, err := os.ReadFile(jsonPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rep bench.Report
+			if err := json.Unmarshal(b, &rep); err != nil {
+				t.Fatalf("report: %v\n%s", err, b)
+			}
+			if len(rep.Cases) != tt.wantCases || rep.Backend != "host" || rep.Machine.Cores < 1 {
+				t.Fatalf("report: %s", b)
+			}
+			wantRef, wantPeer := "raw striped QUIC bulk, 8 lanes", "raw striped QUIC bulk between two processes, 8 lanes"
+			if tt.lane {
+				wantRef, wantPeer = "raw local lane (shared memory)", "raw local lane (shared memory) between two processes"
+			}
+			for _, c := range rep.Cases {
+				if c.XGPU <= 0 || c.Baseline <= 0 || c.Ratio <= 0 {
+					t.Errorf("%s: %+v", c.Name, c)
+				}
+				switch c.Group {
+				case bench.GroupPeer:
+					if c.ClientPayloadBytes == nil || *c.ClientPayloadBytes != 0 {
+						t.Errorf("%s: client payload %v, want 0", c.Name, c.ClientPayloadBytes)
+					}
+					if c.BaselineName != wantPeer {
+						t.Errorf("%s: baseline %q, want %q", c.Name, c.BaselineName, wantPeer)
+					}
+				case bench.GroupH2D:
+					if c.ReferenceName != wantRef || c.Reference <= 0 {
+						t.Errorf("%s: reference %q (%v), want %q", c.Name, c.ReferenceName, c.Reference, wantRef)
+					}
+				}
+			}
+		})
 	}
-	b, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
+}
+
+// TestBenchPaths: XGPU_LOCAL_LANE in the bench's environment decides the
+// path of the run, and the servers are told explicitly when it is QUIC.
+func TestBenchPaths(t *testing.T) {
+	tests := []struct {
+		name    string
+		setting string
+		want    bench.Path
+		env     []string
+	}{
+		{"unset", "", bench.PathLocalLane, nil},
+		{"on", "1", bench.PathLocalLane, nil},
+		{"off", "0", bench.PathQUIC, []string{"XGPU_LOCAL_LANE=0"}},
 	}
-	var rep bench.Report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatalf("report: %v\n%s", err, b)
-	}
-	if len(rep.Cases) != 5 || rep.Backend != "host" || rep.Machine.Cores < 1 {
-		t.Fatalf("report: %s", b)
-	}
-	for _, c := range rep.Cases {
-		if c.XGPU <= 0 || c.Baseline <= 0 || c.Ratio <= 0 {
-			t.Errorf("%s: %+v", c.Name, c)
-		}
-		if c.Group == bench.GroupPeer && (c.ClientPayloadBytes == nil || *c.ClientPayloadBytes != 0) {
-			t.Errorf("%s: client payload %v, want 0", c.Name, c.ClientPayloadBytes)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, env := benchPaths(tt.setting)
+			if got != tt.want || !slices.Equal(env, tt.env) {
+				t.Errorf("benchPaths(%q) = %v, %q; want %v, %q", tt.setting, got, env, tt.want, tt.env)
+			}
+			if d := describePaths(got); !strings.Contains(d, "XGPU_LOCAL_LANE=0") {
+				t.Errorf("describePaths(%v) = %q", got, d)
+			}
+		})
 	}
 }
 
@@ -99,6 +159,7 @@ func TestPlanGPUs(t *testing.T) {
 	tests := []struct {
 		name          string
 		n             int
+		groups        []string // requested case groups; none: all
 		a, b, visible string
 		devices       string // (server, gpu) of each logical device
 		devs          [3]int // DevA, DevB, DevA2
@@ -109,8 +170,12 @@ func TestPlanGPUs(t *testing.T) {
 		{name: "none", n: 0, err: "no GPU"},
 		{name: "one GPU: no peer groups", n: 1, a: "GPU-0", visible: "GPU-0", devices: "[{0 0}]",
 			skip: "peer needs 2 GPUs; 1 in use, peer-local needs 2 GPUs; 1 in use"},
-		{name: "two GPUs: B shares A's second", n: 2, a: "GPU-0,GPU-1", b: "GPU-1", visible: "GPU-0,GPU-1",
-			devices: "[{0 0} {1 0} {0 1}]", devs: [3]int{0, 1, 2}, native: bench.NativeDevices{A: 0, A2: 1, B: 1}},
+		{name: "two GPUs: one each for the two servers", n: 2, a: "GPU-0", b: "GPU-1", visible: "GPU-0,GPU-1",
+			devices: "[{0 0} {1 0}]", devs: [3]int{0, 1, 1}, native: bench.NativeDevices{A: 0, A2: 1, B: 1},
+			skip: "peer-local needs a third GPU beside the two servers' (--cases peer-local measures it on two)"},
+		{name: "two GPUs, peer-local asked: the pair on A", n: 2, groups: []string{bench.GroupPeerLocal, bench.GroupSync},
+			a: "GPU-0,GPU-1", visible: "GPU-0,GPU-1", devices: "[{0 0} {0 1}]", devs: [3]int{0, 1, 1},
+			native: bench.NativeDevices{A: 0, A2: 1, B: 1}, skip: "peer needs a third GPU beside the peer-local pair"},
 		{name: "three GPUs: B on its own", n: 3, a: "GPU-0,GPU-1", b: "GPU-2", visible: "GPU-0,GPU-1,GPU-2",
 			devices: "[{0 0} {1 0} {0 1}]", devs: [3]int{0, 1, 2}, native: bench.NativeDevices{A: 0, A2: 1, B: 2}},
 		{name: "four GPUs: three used", n: 4, a: "GPU-0,GPU-1", b: "GPU-2", visible: "GPU-0,GPU-1,GPU-2",
@@ -118,7 +183,7 @@ func TestPlanGPUs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l, err := planGPUs(gpus(tt.n))
+			l, err := planGPUs(gpus(tt.n), tt.groups)
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
 					t.Fatalf("planGPUs = %+v, %v; want an error with %q", l, err, tt.err)

@@ -29,6 +29,11 @@ type child struct {
 // port is picked ahead of time and none can be raced for. The child dies
 // with its parent (Pdeathsig), so an interrupted demo leaves nothing behind.
 func startChild(ctx context.Context, name, dir string, logw io.Writer, args ...string) (*child, string, error) {
+	return startChildEnv(ctx, name, dir, logw, nil, args...)
+}
+
+// startChildEnv is startChild with env added to the child's environment.
+func startChildEnv(ctx context.Context, name, dir string, logw io.Writer, env []string, args ...string) (*child, string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, "", fmt.Errorf("find own executable: %w", err)
@@ -36,6 +41,9 @@ func startChild(ctx context.Context, name, dir string, logw io.Writer, args ...s
 	addrFile := filepath.Join(dir, name+".addr")
 	_ = os.Remove(addrFile)
 	cmd := exec.Command(exe, append(args, "--addr-file", addrFile)...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout = logw
 	cmd.Stderr = logw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
