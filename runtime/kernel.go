@@ -413,7 +413,36 @@ func (c *Client) funcDevice(op string, f *Function) (*device, error) {
 // returns without waiting: a launch the worker refuses, and a kernel that
 // faults, are reported by the next synchronising call.
 func (c *Client) LaunchKernel(f *Function, grid, block Dim3, sharedMem uint32, s Stream, args [][]byte) error {
-	const op = "cudaLaunchKernel"
+	return c.launchArgs("cudaLaunchKernel", calls.OpLaunchKernel, f, grid, block, sharedMem, s, args)
+}
+
+// LaunchKernelPacked is LaunchKernel with the arguments already packed:
+// args is exactly f.ArgsSize() bytes, each parameter at its offset.
+func (c *Client) LaunchKernelPacked(f *Function, grid, block Dim3, sharedMem uint32, s Stream, args []byte) error {
+	return c.launchPacked("cudaLaunchKernel", calls.OpLaunchKernel, f, grid, block, sharedMem, s, args)
+}
+
+// LaunchCooperativeKernel is LaunchKernel for a kernel whose blocks
+// synchronize grid-wide (cooperative_groups::this_grid().sync()): the
+// device runs every block of the grid at once
+// (cudaLaunchCooperativeKernel). A grid of more blocks than the device
+// holds at once for f with this block size and shared memory is refused
+// with cudaErrorCooperativeLaunchTooLarge, and a device that cannot launch
+// cooperatively refuses with cudaErrorNotSupported; as for every launch,
+// the refusal is reported by the next synchronising call.
+func (c *Client) LaunchCooperativeKernel(f *Function, grid, block Dim3, sharedMem uint32, s Stream, args [][]byte) error {
+	return c.launchArgs("cudaLaunchCooperativeKernel", calls.OpLaunchCooperativeKernel, f, grid, block, sharedMem, s, args)
+}
+
+// LaunchCooperativeKernelPacked is LaunchCooperativeKernel with the
+// arguments already packed: args is exactly f.ArgsSize() bytes, each
+// parameter at its offset.
+func (c *Client) LaunchCooperativeKernelPacked(f *Function, grid, block Dim3, sharedMem uint32, s Stream, args []byte) error {
+	return c.launchPacked("cudaLaunchCooperativeKernel", calls.OpLaunchCooperativeKernel, f, grid, block, sharedMem, s, args)
+}
+
+// launchArgs packs args by f's layout and sends the launch as opc.
+func (c *Client) launchArgs(op string, opc wire.Op, f *Function, grid, block Dim3, sharedMem uint32, s Stream, args [][]byte) error {
 	if f == nil {
 		return opErr(op, -1, &detailError{code: cudaerr.InvalidResourceHandle, msg: "nil function"})
 	}
@@ -434,23 +463,21 @@ func (c *Client) LaunchKernel(f *Function, grid, block Dim3, sharedMem uint32, s
 		}
 		copy(packed[p.Offset:], args[i])
 	}
-	return c.launch(op, f, grid, block, sharedMem, s, packed)
+	return c.launch(op, opc, f, grid, block, sharedMem, s, packed)
 }
 
-// LaunchKernelPacked is LaunchKernel with the arguments already packed:
-// args is exactly f.ArgsSize() bytes, each parameter at its offset.
-func (c *Client) LaunchKernelPacked(f *Function, grid, block Dim3, sharedMem uint32, s Stream, args []byte) error {
-	const op = "cudaLaunchKernel"
+// launchPacked checks packed arguments and sends the launch as opc.
+func (c *Client) launchPacked(op string, opc wire.Op, f *Function, grid, block Dim3, sharedMem uint32, s Stream, args []byte) error {
 	if f == nil {
 		return opErr(op, -1, &detailError{code: cudaerr.InvalidResourceHandle, msg: "nil function"})
 	}
 	if len(args) != f.argsSize {
 		return opErr(op, f.mod.dev, invalid("%d bytes of packed arguments for %s, which takes %d", len(args), f.name, f.argsSize))
 	}
-	return c.launch(op, f, grid, block, sharedMem, s, args)
+	return c.launch(op, opc, f, grid, block, sharedMem, s, args)
 }
 
-func (c *Client) launch(op string, f *Function, grid, block Dim3, sharedMem uint32, s Stream, args []byte) error {
+func (c *Client) launch(op string, opc wire.Op, f *Function, grid, block Dim3, sharedMem uint32, s Stream, args []byte) error {
 	d, err := c.device(op, f.mod.dev)
 	if err != nil {
 		return err
@@ -464,5 +491,5 @@ func (c *Client) launch(op string, f *Function, grid, block Dim3, sharedMem uint
 	}
 	call := calls.Call{Dev: uint32(d.idx), Stream: st.id, Aux: f.id,
 		Grid: [3]uint32{grid.X, grid.Y, grid.Z}, Block: [3]uint32{block.X, block.Y, block.Z}, SharedMem: sharedMem, Data: args}
-	return opErr(op, d.idx, d.s.async(calls.OpLaunchKernel, &call))
+	return opErr(op, d.idx, d.s.async(opc, &call))
 }

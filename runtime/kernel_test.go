@@ -112,6 +112,73 @@ func TestKernels(t *testing.T) {
 	}
 }
 
+// TestCooperativeKernels launches cooperatively on the host backend: a
+// grid the device holds at once runs, a larger one is refused with
+// cudaErrorCooperativeLaunchTooLarge at the next synchronising call, and
+// arguments are checked as for LaunchKernel.
+func TestCooperativeKernels(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	cl := newCluster(t, 1, 1)
+	c := cl.open(t, cl.config())
+	m, err := c.LoadModule(0, kernelTestImage(t, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill, err := c.GetFunction(m, "fill_u32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	add, err := c.GetFunction(m, "add_one_u32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 2048
+	p := mustMalloc(t, c, 0, 4*n)
+	grid, block := Dim3{X: n / 256, Y: 1, Z: 1}, Dim3{X: 256, Y: 1, Z: 1}
+	if err := c.LaunchCooperativeKernel(fill, grid, block, 0, Stream{}, [][]byte{u64(p), u32(n), u32(40)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.LaunchCooperativeKernelPacked(add, grid, block, 0, Stream{}, append(u64(p), u32(n)...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeviceSynchronize(0); err != nil {
+		t.Fatalf("DeviceSynchronize: %v", err)
+	}
+	wantAll(t, "cooperative fill then add_one", words(t, c, p, n), 41)
+
+	// The host backend's devices hold 8 blocks of 256 threads per SM.
+	huge := Dim3{X: 1 << 20, Y: 1, Z: 1}
+	if err := c.LaunchCooperativeKernel(fill, huge, block, 0, Stream{}, [][]byte{u64(p), u32(n), u32(99)}); err != nil {
+		t.Fatalf("LaunchCooperativeKernel = %v; want the refusal reported later", err)
+	}
+	wantCode(t, c.DeviceSynchronize(0), cudaerr.CooperativeLaunchTooLarge)
+	if err := c.DeviceSynchronize(0); err != nil {
+		t.Fatalf("DeviceSynchronize after the refusal was reported: %v", err)
+	}
+	wantAll(t, "memory after the refused launch", words(t, c, p, n), 41)
+
+	one := Dim3{X: 1, Y: 1, Z: 1}
+	tests := []struct {
+		name string
+		call func() error
+		want cudaerr.Error
+	}{
+		{"too few arguments", func() error {
+			return c.LaunchCooperativeKernel(fill, one, one, 0, Stream{}, [][]byte{u64(p)})
+		}, cudaerr.InvalidValue},
+		{"short packed arguments", func() error { return c.LaunchCooperativeKernelPacked(fill, one, one, 0, Stream{}, make([]byte, 12)) }, cudaerr.InvalidValue},
+		{"zero grid", func() error {
+			return c.LaunchCooperativeKernel(fill, Dim3{}, one, 0, Stream{}, [][]byte{u64(p), u32(1), u32(1)})
+		}, cudaerr.InvalidConfiguration},
+		{"nil function", func() error { return c.LaunchCooperativeKernel(nil, one, one, 0, Stream{}, nil) }, cudaerr.InvalidResourceHandle},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wantCode(t, tt.call(), tt.want)
+		})
+	}
+}
+
 func TestKernelErrors(t *testing.T) {
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	cl := newCluster(t, 1, 2)

@@ -30,7 +30,7 @@ bin="$(cd "${BIN:-$root/bin}" && pwd)"
 out="${1:-$(mktemp -d /tmp/xgpu-cuda-examples.XXXXXX)}"
 mkdir -p "$out/build" "$out/native" "$out/all" "$out/pergpu" "$out/logs"
 out="$(cd "$out" && pwd)"
-examples="${EXAMPLES:-device_query vector_add matmul streams_events many_kernels symbols multi_gpu peer_copy}"
+examples="${EXAMPLES:-device_query vector_add matmul streams_events many_kernels symbols multi_gpu peer_copy cooperative}"
 xgpu="$bin/xgpu"
 pids=()
 

@@ -1,6 +1,7 @@
 package calls
 
 import (
+	"bytes"
 	"errors"
 	"testing"
 
@@ -236,4 +237,41 @@ func FuzzDecodeParams(f *testing.F) {
 			t.Fatalf("ArgsSize %d past the limit", s)
 		}
 	})
+}
+
+func TestCooperativeLaunchRoundTrip(t *testing.T) {
+	if Name(OpLaunchCooperativeKernel) != "LaunchCooperativeKernel" || !Known(OpLaunchCooperativeKernel) {
+		t.Fatalf("OpLaunchCooperativeKernel is not in the tables")
+	}
+	tests := []struct {
+		name string
+		in   Call
+	}{
+		{"one block, no arguments", Call{Dev: 0, Aux: 1, Grid: [3]uint32{1, 1, 1}, Block: [3]uint32{1, 1, 1}}},
+		{"full configuration", Call{Dev: 2, Stream: 0x1003, Aux: 0xbeef, Grid: [3]uint32{132, 2, 1}, Block: [3]uint32{256, 1, 1}, SharedMem: 4096, Data: []byte{9, 8, 7, 6, 5, 4, 3, 2}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var coop, plain wire.Enc
+			if err := tt.in.Encode(OpLaunchCooperativeKernel, &coop); err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.in.Encode(OpLaunchKernel, &plain); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(coop.B, plain.B) {
+				t.Fatalf("cooperative body %x differs from the ordinary launch's %x", coop.B, plain.B)
+			}
+			var out Call
+			if err := out.Decode(OpLaunchCooperativeKernel, coop.B); err != nil {
+				t.Fatal(err)
+			}
+			if !equal(out, tt.in) {
+				t.Fatalf("got %+v, want %+v", out, tt.in)
+			}
+			if err := out.Decode(OpLaunchCooperativeKernel, coop.B[:len(coop.B)-1]); err == nil {
+				t.Fatalf("a truncated body decoded")
+			}
+		})
+	}
 }

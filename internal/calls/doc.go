@@ -20,7 +20,9 @@
 // (AppendParams, DecodeParams), which the client keeps and packs launch
 // arguments by; OpLaunchKernel carries the grid, the block and the dynamic
 // shared memory (Call.Grid, Call.Block, Call.SharedMem) and the packed
-// arguments inline (at most MaxKernelArgs bytes).
+// arguments inline (at most MaxKernelArgs bytes); OpLaunchCooperativeKernel
+// carries the same fields for a launch whose blocks are all resident at
+// once.
 //
 // Devices: OpDeviceGetAttributes answers every attribute the device's
 // driver answers (CUDA's cudaDeviceAttr numbers, 1..MaxAttr-1; one it

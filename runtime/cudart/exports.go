@@ -272,6 +272,15 @@ func xgpu_launch_kernel(kernel C.uint64_t, dev C.int, grid, block *C.uint, share
 		uint64(sharedMem), uint64(stream), unsafe.Pointer(args)))
 }
 
+//export xgpu_launch_kernel_ex
+func xgpu_launch_kernel_ex(kernel C.uint64_t, dev C.int, grid, block *C.uint, sharedMem, stream C.uint64_t, args *unsafe.Pointer, flags C.unsigned) C.int {
+	g := (*[3]C.uint)(unsafe.Pointer(grid))
+	b := (*[3]C.uint)(unsafe.Pointer(block))
+	return ret(shim.LaunchEx(uint64(kernel), int(dev),
+		[3]uint32{uint32(g[0]), uint32(g[1]), uint32(g[2])}, [3]uint32{uint32(b[0]), uint32(b[1]), uint32(b[2])},
+		uint64(sharedMem), uint64(stream), unsafe.Pointer(args), core.LaunchFlags(flags)))
+}
+
 //export xgpu_func_get_attributes
 func xgpu_func_get_attributes(kernel C.uint64_t, dev C.int, out *C.xgpu_func_attributes_t) C.int {
 	a, err := shim.FuncAttributes(uint64(kernel), int(dev))
@@ -380,6 +389,15 @@ func xgpu_function_launch(fn C.uint64_t, grid, block *C.uint, sharedMem, stream 
 	return ret(shim.FunctionLaunch(uint64(fn),
 		[3]uint32{uint32(g[0]), uint32(g[1]), uint32(g[2])}, [3]uint32{uint32(b[0]), uint32(b[1]), uint32(b[2])},
 		uint64(sharedMem), uint64(stream), unsafe.Pointer(args), packed, uint64(packedSize)))
+}
+
+//export xgpu_function_launch_ex
+func xgpu_function_launch_ex(fn C.uint64_t, grid, block *C.uint, sharedMem, stream C.uint64_t, args *unsafe.Pointer, packed unsafe.Pointer, packedSize C.uint64_t, flags C.unsigned) C.int {
+	g := (*[3]C.uint)(unsafe.Pointer(grid))
+	b := (*[3]C.uint)(unsafe.Pointer(block))
+	return ret(shim.FunctionLaunchEx(uint64(fn),
+		[3]uint32{uint32(g[0]), uint32(g[1]), uint32(g[2])}, [3]uint32{uint32(b[0]), uint32(b[1]), uint32(b[2])},
+		uint64(sharedMem), uint64(stream), unsafe.Pointer(args), packed, uint64(packedSize), core.LaunchFlags(flags)))
 }
 
 //export xgpu_function_get_attribute

@@ -20,8 +20,9 @@
 //	if cudaerr.Sticky(cudaerr.Code(err)) { /* the context is lost: close dev */ }
 //
 // Optional interfaces extend a Device: Kernels (load modules, learn
-// kernels' parameter layouts, launch in stream order), Reducer
-// (element-wise reductions for the collectives) and Attributes (the
+// kernels' parameter layouts, launch in stream order), CooperativeLauncher
+// (launches whose blocks are all resident at once), Reducer (element-wise
+// reductions for the collectives) and Attributes (the
 // physical device's cuDeviceGetAttribute values, DeviceAttrs). Both
 // backends implement them; callers find them with a type assertion.
 //

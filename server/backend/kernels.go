@@ -111,6 +111,28 @@ type Kernels interface {
 	LaunchKernel(f Function, grid, block Dim3, sharedMem uint32, s Stream, args []byte) error
 }
 
+// CooperativeLauncher is implemented by Devices whose Kernels can launch a
+// kernel cooperatively: every block of the grid is resident on the device
+// at once, so that the blocks may wait for each other
+// (cooperative_groups::this_grid().sync()). The cuda backend launches with
+// cuLaunchCooperativeKernel where the driver has it; the host backend's
+// kernels have no grid-wide barrier, so a cooperative launch runs as an
+// ordinary one there, after the same residency check.
+//
+// Errors are those of Kernels.LaunchKernel, and a grid of more blocks than
+// the device can hold at once for f with this block size and shared memory
+// (the occupancy of f per multiprocessor times the multiprocessors) fails
+// with cudaErrorCooperativeLaunchTooLarge. The cuda backend's driver
+// reports that, and any configuration error, from the Device's next
+// synchronizing call, as it reports every launch error; the host backend
+// at once. A Device on a device or driver without cooperative launches
+// fails with cudaErrorNotSupported.
+type CooperativeLauncher interface {
+	// LaunchCooperativeKernel queues f on s as LaunchKernel does, with
+	// every block of grid resident at once.
+	LaunchCooperativeKernel(f Function, grid, block Dim3, sharedMem uint32, s Stream, args []byte) error
+}
+
 // DType is the element type of a reduction. Its values are those of NCCL's
 // ncclDataType_t, so that a collective's type converts with a cast.
 type DType int32

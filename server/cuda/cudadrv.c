@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cudadrv.h"
@@ -85,6 +86,8 @@ static CUresult (*p_cuFuncGetAttribute)(int *, int, CUfunction);
 static CUresult (*p_cuFuncSetAttribute)(CUfunction, int, int);
 static CUresult (*p_cuLaunchKernel)(CUfunction, unsigned int, unsigned int, unsigned int,
 	unsigned int, unsigned int, unsigned int, unsigned int, CUstream, void **, void **);
+static CUresult (*p_cuLaunchCooperativeKernel)(CUfunction, unsigned int, unsigned int, unsigned int,
+	unsigned int, unsigned int, unsigned int, unsigned int, CUstream, void **);
 
 // One entry point: the names to try in order (the versioned export first
 // where the plain name has the same ABI; no fallback where the plain name is
@@ -167,6 +170,9 @@ static struct sym syms[] = {
 	SYM(p_cuFuncGetAttribute, 1, "cuFuncGetAttribute"),
 	SYM(p_cuFuncSetAttribute, 1, "cuFuncSetAttribute"),
 	SYM(p_cuLaunchKernel, 1, "cuLaunchKernel"),
+	// Optional: a driver without it runs everything but cooperative
+	// launches.
+	SYM(p_cuLaunchCooperativeKernel, 0, "cuLaunchCooperativeKernel"),
 };
 
 #define NSYMS (sizeof(syms) / sizeof(syms[0]))
@@ -424,4 +430,69 @@ CUresult xcu_LaunchKernel(uintptr_t f, unsigned int gx, unsigned int gy, unsigne
 	};
 	return p_cuLaunchKernel((CUfunction)f, gx, gy, gz, bx, by, bz, shmem, (CUstream)s, NULL,
 		argsSize != 0 ? extra : NULL);
+}
+
+// Driver results the cooperative launch's parameter walk tells apart.
+#define XCU_SUCCESS 0
+#define XCU_ERROR_INVALID_VALUE 1
+#define XCU_ERROR_OUT_OF_MEMORY 2
+
+// xcu_LaunchCooperativeKernel launches f with cuLaunchCooperativeKernel,
+// which takes no packed buffer: it builds the array of pointers to each
+// parameter inside args from the kernel's layout (cuFuncGetParamInfo), on
+// the stack for up to 32 parameters. A parameter outside args fails with
+// CUDA_ERROR_INVALID_VALUE, so the driver never reads past the buffer.
+// The driver copies the parameters before it returns; no pointer is kept.
+CUresult xcu_LaunchCooperativeKernel(uintptr_t f, unsigned int gx, unsigned int gy, unsigned int gz,
+	unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, uintptr_t s,
+	void *args, size_t argsSize) {
+	if (p_cuLaunchCooperativeKernel == NULL || p_cuFuncGetParamInfo == NULL) {
+		return XCU_NO_SYMBOL;
+	}
+	void *small[32];
+	void **params = small;
+	size_t cap = sizeof(small) / sizeof(small[0]), n = 0;
+	CUresult r = XCU_SUCCESS;
+	for (;;) {
+		size_t off = 0, size = 0;
+		CUresult pr = p_cuFuncGetParamInfo((CUfunction)f, n, &off, &size);
+		if (pr == XCU_ERROR_INVALID_VALUE) {
+			break; // past the last parameter
+		}
+		if (pr != XCU_SUCCESS) {
+			r = pr;
+			goto out;
+		}
+		if (size == 0 || off > argsSize || size > argsSize - off) {
+			r = XCU_ERROR_INVALID_VALUE;
+			goto out;
+		}
+		if (n == cap) {
+			// Every parameter takes at least one byte of args, so n stays
+			// at most argsSize (at most 32764).
+			void **grown = malloc(2 * cap * sizeof(void *));
+			if (grown == NULL) {
+				r = XCU_ERROR_OUT_OF_MEMORY;
+				goto out;
+			}
+			memcpy(grown, params, n * sizeof(void *));
+			if (params != small) {
+				free(params);
+			}
+			params = grown;
+			cap *= 2;
+		}
+		params[n++] = (char *)args + off;
+		if (n > argsSize) {
+			r = XCU_ERROR_INVALID_VALUE; // more parameters than bytes: a broken layout
+			goto out;
+		}
+	}
+	r = p_cuLaunchCooperativeKernel((CUfunction)f, gx, gy, gz, bx, by, bz, shmem, (CUstream)s,
+		n != 0 ? params : NULL);
+out:
+	if (params != small) {
+		free(params);
+	}
+	return r;
 }

@@ -136,5 +136,11 @@ CUresult xcu_FuncSetAttribute(uintptr_t f, int attr, int v);
 CUresult xcu_LaunchKernel(uintptr_t f, unsigned int gx, unsigned int gy, unsigned int gz,
 	unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, uintptr_t s,
 	void *args, size_t argsSize);
+// xcu_LaunchCooperativeKernel launches f cooperatively from the packed
+// argument buffer args; XCU_NO_SYMBOL when the driver lacks
+// cuLaunchCooperativeKernel or cuFuncGetParamInfo.
+CUresult xcu_LaunchCooperativeKernel(uintptr_t f, unsigned int gx, unsigned int gy, unsigned int gz,
+	unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, uintptr_t s,
+	void *args, size_t argsSize);
 
 #endif

@@ -45,6 +45,8 @@
 //	err = dev.MemcpyHtoDAsync(p, data, backend.LegacyStream)
 //	err = dev.StreamSynchronize(ctx, backend.LegacyStream)
 //	// kernels (backend.Kernels): LoadModule, Function, FuncParams, LaunchKernel
+//	// cooperative launches (backend.CooperativeLauncher): LaunchCooperativeKernel,
+//	// with cuLaunchCooperativeKernel where the driver has it
 //	// reductions (backend.Reducer): Reduce, Divide
 //	// attributes (backend.Attributes): DeviceAttributes, every
 //	// cuDeviceGetAttribute value of the GPU, read once per GPU

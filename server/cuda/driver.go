@@ -10,6 +10,8 @@ package cuda
 #cgo nocallback xcu_MemcpyDtoHAsync
 #cgo noescape xcu_LaunchKernel
 #cgo nocallback xcu_LaunchKernel
+#cgo noescape xcu_LaunchCooperativeKernel
+#cgo nocallback xcu_LaunchCooperativeKernel
 #cgo noescape xcu_DeviceGetAttribute
 #cgo nocallback xcu_DeviceGetAttribute
 #cgo noescape xcu_FuncGetAttribute
@@ -41,6 +43,9 @@ import (
 // process.
 type Driver struct {
 	path string
+	// cooperative is set when the driver has what LaunchCooperativeKernel
+	// calls (cuLaunchCooperativeKernel, cuFuncGetParamInfo).
+	cooperative bool
 }
 
 var (
@@ -81,6 +86,7 @@ func Open(path string) (*Driver, error) {
 		return nil, &LoadError{Library: path, Reason: C.GoString(&errBuf[0])}
 	}
 	loaded = &Driver{path: path}
+	loaded.cooperative = loaded.Has("cuLaunchCooperativeKernel") && loaded.Has("cuFuncGetParamInfo")
 	return loaded, nil
 }
 
@@ -654,3 +660,34 @@ func (d *Driver) LaunchKernel(f Function, grid, block Dim3, sharedMem uint32, s 
 		C.uint(block.X), C.uint(block.Y), C.uint(block.Z),
 		C.uint(sharedMem), C.uintptr_t(s), p, C.size_t(len(args))))
 }
+
+// LaunchCooperativeKernel launches f on s with cuLaunchCooperativeKernel:
+// every block of the grid is resident at once, so that blocks may
+// synchronize grid-wide. args is the packed parameter buffer, as for
+// LaunchKernel; the pointers the driver needs to each parameter are made
+// from the layout cuFuncGetParamInfo reports. It returns
+// ErrCooperativeLaunchTooLarge for a grid the device cannot hold at once,
+// and a *SymbolError when the driver lacks cuLaunchCooperativeKernel or
+// cuFuncGetParamInfo (see CanLaunchCooperative).
+func (d *Driver) LaunchCooperativeKernel(f Function, grid, block Dim3, sharedMem uint32, s Stream, args []byte) error {
+	var p unsafe.Pointer
+	if len(args) > 0 {
+		p = unsafe.Pointer(unsafe.SliceData(args))
+	}
+	r := C.xcu_LaunchCooperativeKernel(C.uintptr_t(f),
+		C.uint(grid.X), C.uint(grid.Y), C.uint(grid.Z),
+		C.uint(block.X), C.uint(block.Y), C.uint(block.Z),
+		C.uint(sharedMem), C.uintptr_t(s), p, C.size_t(len(args)))
+	if r == C.XCU_NO_SYMBOL {
+		if !d.Has("cuLaunchCooperativeKernel") {
+			return &SymbolError{Symbol: "cuLaunchCooperativeKernel"}
+		}
+		return &SymbolError{Symbol: "cuFuncGetParamInfo"}
+	}
+	return res(r)
+}
+
+// CanLaunchCooperative reports whether LaunchCooperativeKernel can work:
+// the driver has cuLaunchCooperativeKernel (CUDA 9+) and
+// cuFuncGetParamInfo (CUDA 12.4+).
+func (d *Driver) CanLaunchCooperative() bool { return d.cooperative }

@@ -83,6 +83,14 @@ func fakeChild(t *testing.T, lib string) {
 		if _, err := drv.FuncGetParamInfo(1, 0); !errors.As(err, &se) || se.Symbol != "cuFuncGetParamInfo" {
 			t.Errorf("FuncGetParamInfo = %v, want a *SymbolError", err)
 		}
+		// It lacks cuLaunchCooperativeKernel too: it loads, and only
+		// cooperative launches are refused.
+		if drv.Has("cuLaunchCooperativeKernel") || drv.CanLaunchCooperative() {
+			t.Error("cooperative launches reported on a driver without cuLaunchCooperativeKernel")
+		}
+		if err := drv.LaunchCooperativeKernel(1, Dim3{X: 1, Y: 1, Z: 1}, Dim3{X: 1, Y: 1, Z: 1}, 0, 0, nil); !errors.As(err, &se) || se.Symbol != "cuLaunchCooperativeKernel" {
+			t.Errorf("LaunchCooperativeKernel = %v, want a *SymbolError", err)
+		}
 		if _, err := Open("libother.so"); err == nil || !strings.Contains(err.Error(), "already loaded") {
 			t.Errorf("Open of a second library = %v, want an already-loaded error", err)
 		}
@@ -124,6 +132,9 @@ func fakeChild(t *testing.T, lib string) {
 		one := Dim3{X: 1, Y: 1, Z: 1}
 		if err := dc.LaunchKernel(1, one, one, 0, backend.LegacyStream, nil); cudaerr.Code(err) != cudaerr.InvalidResourceHandle {
 			t.Errorf("LaunchKernel of an unknown function = %v, want cudaErrorInvalidResourceHandle", err)
+		}
+		if err := dc.LaunchCooperativeKernel(1, one, one, 0, backend.LegacyStream, nil); cudaerr.Code(err) != cudaerr.InvalidResourceHandle {
+			t.Errorf("LaunchCooperativeKernel of an unknown function = %v, want cudaErrorInvalidResourceHandle", err)
 		}
 		// The fake loads no modules, so the reduction kernels are
 		// missing: the Device works, and Reduce says why it cannot.

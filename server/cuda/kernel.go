@@ -276,3 +276,43 @@ func (d *DeviceContext) LaunchKernel(bf backend.Function, grid, block backend.Di
 		return d.drv.LaunchKernel(f, grid, block, sharedMem, cu, buf)
 	})
 }
+
+var _ backend.CooperativeLauncher = (*DeviceContext)(nil)
+
+// LaunchCooperativeKernel queues f on s with cuLaunchCooperativeKernel:
+// every block of grid is resident at once. It is checked at once as
+// LaunchKernel is, and fails with cudaErrorNotSupported when the driver
+// lacks the entry points (Driver.CanLaunchCooperative). The driver's
+// refusals (cudaErrorCooperativeLaunchTooLarge for a grid the GPU cannot
+// hold at once, cudaErrorNotSupported on a GPU without cooperative
+// launches) come back from the Device's next synchronizing call and leave
+// the context usable.
+func (d *DeviceContext) LaunchCooperativeKernel(bf backend.Function, grid, block backend.Dim3, sharedMem uint32, s backend.Stream, args []byte) error {
+	const op = "LaunchCooperativeKernel"
+	if err := d.enter(op); err != nil {
+		return err
+	}
+	defer d.mu.RUnlock()
+	st, err := d.streamLocked(op, s)
+	if err != nil {
+		return err
+	}
+	f := Function(bf)
+	if err := d.checkFunction(op, f); err != nil {
+		return err
+	}
+	if grid.X == 0 || grid.Y == 0 || grid.Z == 0 || block.X == 0 || block.Y == 0 || block.Z == 0 {
+		return backend.Errorf(name, op, cudaerr.InvalidConfiguration, "grid %v or block %v has a zero dimension", grid, block)
+	}
+	if len(args) > backend.MaxKernelArgs {
+		return backend.Errorf(name, op, cudaerr.InvalidValue, "%d bytes of arguments exceed %d", len(args), backend.MaxKernelArgs)
+	}
+	if !d.drv.CanLaunchCooperative() {
+		return backend.Errorf(name, op, cudaerr.NotSupported, "the driver lacks cuLaunchCooperativeKernel or cuFuncGetParamInfo")
+	}
+	buf := append([]byte(nil), args...)
+	cu := st.cu
+	return d.submit(op, func() error {
+		return d.drv.LaunchCooperativeKernel(f, grid, block, sharedMem, cu, buf)
+	})
+}

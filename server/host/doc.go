@@ -12,8 +12,11 @@
 // It cannot run GPU code: its kernels are a small built-in library of Go
 // functions that a text module image names (see ModuleImage), enough to
 // test the whole launch path, faults included; an image of real GPU code
-// fails to load with cudaErrorNoKernelImageForDevice. It runs every memory
-// operation, and the collectives' reductions (backend.Reducer), for real.
+// fails to load with cudaErrorNoKernelImageForDevice. Cooperative launches
+// (backend.CooperativeLauncher) run as ordinary ones, since the library's
+// kernels never wait for other blocks, after CUDA's residency check
+// (Device.MaxCooperativeBlocks). It runs every memory operation, and the
+// collectives' reductions (backend.Reducer), for real.
 //
 // Its devices answer the attributes of the GPU they emulate
 // (backend.Attributes): those an H200 reported (H200Attributes), with the

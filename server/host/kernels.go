@@ -416,7 +416,23 @@ const (
 // LaunchKernel queues f on s. The arguments must be exactly as long as
 // f's parameter layout.
 func (d *Device) LaunchKernel(f backend.Function, grid, block backend.Dim3, sharedMem uint32, sh backend.Stream, args []byte) error {
-	const op = "LaunchKernel"
+	return d.launch("LaunchKernel", false, f, grid, block, sharedMem, sh, args)
+}
+
+var _ backend.CooperativeLauncher = (*Device)(nil)
+
+// LaunchCooperativeKernel queues f on s as LaunchKernel does. The
+// library's kernels never wait for other blocks, so the launch runs as an
+// ordinary one; it is refused, as CUDA refuses it, when the grid has more
+// blocks than the emulated device holds at once (MaxCooperativeBlocks):
+// cudaErrorCooperativeLaunchTooLarge.
+func (d *Device) LaunchCooperativeKernel(f backend.Function, grid, block backend.Dim3, sharedMem uint32, sh backend.Stream, args []byte) error {
+	return d.launch("LaunchCooperativeKernel", true, f, grid, block, sharedMem, sh, args)
+}
+
+// launch checks a launch and queues it; a cooperative one must also fit
+// on the device at once.
+func (d *Device) launch(op string, coop bool, f backend.Function, grid, block backend.Dim3, sharedMem uint32, sh backend.Stream, args []byte) error {
 	s, err := d.stream(op, sh)
 	if err != nil {
 		return err
@@ -445,6 +461,59 @@ func (d *Device) LaunchKernel(f backend.Function, grid, block backend.Dim3, shar
 	case int64(sharedMem) > int64(maxShared):
 		return backend.Errorf(name, op, cudaerr.InvalidValue, "%d bytes of dynamic shared memory exceed the kernel's %d", sharedMem, maxShared)
 	}
+	if coop {
+		if most := d.MaxCooperativeBlocks(block, sharedMem); grid.Threads() > most {
+			return backend.Errorf(name, op, cudaerr.CooperativeLaunchTooLarge,
+				"grid %v has %d blocks; at most %d blocks of %v with %d bytes of shared memory are resident at once",
+				grid, grid.Threads(), most, block, sharedMem)
+		}
+	}
 	body := k.prepare(d, args, grid.Threads()*block.Threads())
 	return d.enqueue(op, s, task{kind: opKernel, kern: body})
+}
+
+// Occupancy limits of the emulated device, from its H200 attributes
+// (H200Attributes); the client shim computes
+// cudaOccupancyMaxActiveBlocksPerMultiprocessor from the same values.
+var (
+	occProfile     = H200Attributes()
+	smThreads      = int64(occProfile[39])  // cudaDevAttrMaxThreadsPerMultiProcessor
+	smBlocks       = int64(occProfile[106]) // cudaDevAttrMaxBlocksPerMultiprocessor
+	smRegs         = int64(occProfile[82])  // cudaDevAttrMaxRegistersPerMultiprocessor
+	smShared       = int64(occProfile[81])  // cudaDevAttrMaxSharedMemoryPerMultiprocessor
+	sharedReserved = int64(occProfile[111]) // cudaDevAttrReservedSharedMemoryPerBlock
+	warpSize       = int64(occProfile[10])  // cudaDevAttrWarpSize
+)
+
+// blocksPerSM returns how many blocks of threads threads (> 0), each
+// using regs registers per thread and shared bytes of shared memory, one
+// multiprocessor of the emulated device holds at once: bounded by
+// threads, blocks, registers (allocated per warp in units of 256) and
+// shared memory (with the per-block reservation), as CUDA's occupancy
+// calculator bounds them.
+func blocksPerSM(threads, regs, shared int64) int64 {
+	warps := (threads + warpSize - 1) / warpSize
+	blocks := min(smThreads/(warps*warpSize), smBlocks)
+	if regs > 0 {
+		perWarp := (regs*warpSize + 255) / 256 * 256
+		blocks = min(blocks, smRegs/(perWarp*warps))
+	}
+	if shared > 0 {
+		blocks = min(blocks, smShared/((shared+sharedReserved+127)/128*128))
+	}
+	return max(blocks, 0)
+}
+
+// MaxCooperativeBlocks returns the most blocks a cooperative launch of a
+// library kernel with this block size and dynamic shared memory may have
+// on d: the blocks one multiprocessor holds at once (the kernels use 16
+// registers per thread and no static shared memory) times the device's
+// multiprocessors. A block the device cannot run at all gives 0.
+func (d *Device) MaxCooperativeBlocks(block backend.Dim3, sharedMem uint32) uint64 {
+	threads := block.Threads()
+	if threads == 0 || threads > backend.MaxBlockThreads {
+		return 0
+	}
+	per := blocksPerSM(int64(threads), hostNumRegs, int64(sharedMem))
+	return uint64(per) * uint64(d.b.infos[d.spec.Index].Multiprocessors)
 }

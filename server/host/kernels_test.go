@@ -1,6 +1,7 @@
 package host
 
 import (
+	"context"
 	"encoding/binary"
 	"testing"
 
@@ -98,5 +99,70 @@ func TestKernelOutOfBoundsFaults(t *testing.T) {
 	}
 	if err := d.Synchronize(ctx(t)); cudaerr.Code(err) != cudaerr.IllegalAddress {
 		t.Fatalf("Synchronize = %v, want cudaErrorIllegalAddress", err)
+	}
+}
+
+func TestCooperativeLaunchLimit(t *testing.T) {
+	const sms = 4
+	d := openDevice(t, newBackend(t, Config{Devices: 1, Memory: 256 << 20, Multiprocessors: sms}), 0, 0, 64<<20)
+	m, err := d.LoadModule(ModuleImage("fill_u32"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := d.Function(m, "fill_u32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetFuncAttribute(f, backend.FuncAttrMaxDynamicSharedSizeBytes, maxSharedOptin); err != nil {
+		t.Fatal(err)
+	}
+	p, err := d.Malloc(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := make([]byte, 16)
+	binary.LittleEndian.PutUint64(args, uint64(p))
+	binary.LittleEndian.PutUint32(args[8:], 1)
+	// Blocks per SM of an H200 for a kernel of 16 registers per thread.
+	tests := []struct {
+		name   string
+		block  backend.Dim3
+		shared uint32
+		perSM  uint64
+	}{
+		{"one thread: the block limit", backend.Dim3{X: 1, Y: 1, Z: 1}, 0, 32},
+		{"one warp", backend.Dim3{X: 32, Y: 1, Z: 1}, 0, 32},
+		{"256 threads: the thread limit", backend.Dim3{X: 256, Y: 1, Z: 1}, 0, 8},
+		{"2-D block of 1024", backend.Dim3{X: 32, Y: 32, Z: 1}, 0, 2},
+		{"100 KiB of shared memory", backend.Dim3{X: 256, Y: 1, Z: 1}, 100 << 10, 2},
+		{"one byte of shared memory", backend.Dim3{X: 1, Y: 1, Z: 1}, 1, 32},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			most := d.MaxCooperativeBlocks(tt.block, tt.shared)
+			if most != tt.perSM*sms {
+				t.Fatalf("MaxCooperativeBlocks = %d, want %d", most, tt.perSM*sms)
+			}
+			fits := backend.Dim3{X: uint32(most), Y: 1, Z: 1}
+			if err := d.LaunchCooperativeKernel(f, fits, tt.block, tt.shared, backend.LegacyStream, args); err != nil {
+				t.Fatalf("cooperative launch of %v blocks: %v", fits, err)
+			}
+			// The limit counts the blocks of every grid dimension.
+			over := backend.Dim3{X: uint32(most/2 + 1), Y: 2, Z: 1}
+			err := d.LaunchCooperativeKernel(f, over, tt.block, tt.shared, backend.LegacyStream, args)
+			if !backend.Is(err, "LaunchCooperativeKernel", cudaerr.CooperativeLaunchTooLarge) {
+				t.Fatalf("cooperative launch of %v blocks = %v, want cudaErrorCooperativeLaunchTooLarge", over, err)
+			}
+			// The same grid launched ordinarily is fine.
+			if err := d.LaunchKernel(f, over, tt.block, tt.shared, backend.LegacyStream, args); err != nil {
+				t.Fatalf("ordinary launch of %v blocks: %v", over, err)
+			}
+		})
+	}
+	if got := d.MaxCooperativeBlocks(backend.Dim3{X: 1025, Y: 1, Z: 1}, 0); got != 0 {
+		t.Errorf("MaxCooperativeBlocks of a block too large = %d, want 0", got)
+	}
+	if err := d.Synchronize(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }

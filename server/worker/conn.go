@@ -288,7 +288,7 @@ func (c *conn) dispatch(h *wire.Header, body []byte) bool {
 		c.event(r, call)
 	case calls.OpStreamSynchronize, calls.OpEventSynchronize, calls.OpDeviceSynchronize:
 		c.synchronize(r, call)
-	case calls.OpLaunchKernel:
+	case calls.OpLaunchKernel, calls.OpLaunchCooperativeKernel:
 		c.launchKernel(r, call)
 	case calls.OpModuleHave:
 		c.moduleHave(r, call)

@@ -56,9 +56,12 @@
 // modules by digest with a count of the client's loads (OpModuleUnload
 // drops one; the last unloads), and the parameter layout of every
 // function OpModuleGetFunction gave out (learned from the backend, which
-// asks cuFuncGetParamInfo). OpLaunchKernel is refused unless its function
-// was given out on its device and its arguments are exactly as long as
-// the layout. Loading runs off the reader goroutine (PTX is compiled by
+// asks cuFuncGetParamInfo). OpLaunchKernel and OpLaunchCooperativeKernel
+// are refused unless their function was given out on their device and
+// their arguments are exactly as long as the layout; a cooperative launch
+// goes to the backend's backend.CooperativeLauncher (cudaErrorNotSupported
+// on a device without one), which refuses a grid the device cannot hold
+// at once with cudaErrorCooperativeLaunchTooLarge. Loading runs off the reader goroutine (PTX is compiled by
 // the driver). A kernel's fault is reported by the next synchronizing
 // call of its device and sticks; a kernel can reach only memory of its
 // own worker process's contexts, which is why every session has a

@@ -198,6 +198,93 @@ func TestKernelsThroughTheWorker(t *testing.T) {
 	})
 }
 
+// TestCooperativeLaunchThroughTheWorker sends OpLaunchCooperativeKernel:
+// a grid that fits runs as an ordinary launch does, one larger than the
+// device holds at once is refused with cudaErrorCooperativeLaunchTooLarge
+// (by the launch, or by the next sync where the driver refuses it when it
+// issues the launch), and the worker checks a cooperative launch as it
+// checks an ordinary one.
+func TestCooperativeLaunchThroughTheWorker(t *testing.T) {
+	b := newBackend(t, 1)
+	cfg := testConfig(devCfg(0, 0))
+	cfg.ModuleCacheDir = t.TempDir()
+	r := start(t, cfg, b)
+	c := dial(t, r, testToken)
+	ctx := testCtx(t)
+	m, _ := loadImage(t, c, 0, kernelImage())
+	fill, _ := getFunction(t, c, 0, m, backendtest.KernelFill)
+	add, _ := getFunction(t, c, 0, m, backendtest.KernelAddOne)
+
+	const n = 3000
+	p := mustMalloc(t, c, 0, 4*n)
+	grid, block := [3]uint32{(n + 255) / 256, 1, 1}, [3]uint32{256, 1, 1}
+	wantCode(t, "cooperative fill", callStatus(t, c, calls.OpLaunchCooperativeKernel,
+		calls.Call{Dev: 0, Aux: fill, Grid: grid, Block: block, Data: fillArgs(p, n, 7)}), cudaerr.Success)
+	if err := c.Send(calls.OpLaunchCooperativeKernel, calls.Call{Dev: 0, Aux: add, Grid: grid, Block: block, Data: addArgs(p, n)}); err != nil {
+		t.Fatal(err)
+	}
+	wantWords(t, "cooperative fill, then add_one", readBack(t, c, 0, p, 4*n), func(int) uint32 { return 8 })
+
+	// No GPU holds a million blocks of 1024 threads at once.
+	err := callStatus(t, c, calls.OpLaunchCooperativeKernel, calls.Call{Dev: 0, Aux: fill,
+		Grid: [3]uint32{1 << 20, 1, 1}, Block: [3]uint32{1024, 1, 1}, Data: fillArgs(p, n, 99)})
+	if err == nil {
+		err = c.Sync(ctx, 0, 0)
+	}
+	wantCode(t, "cooperative launch of a grid too large", err, cudaerr.CooperativeLaunchTooLarge)
+	wantCode(t, "next sync", c.Sync(ctx, 0, 0), cudaerr.Success)
+	wantWords(t, "memory after the refused launch", readBack(t, c, 0, p, 4*n), func(int) uint32 { return 8 })
+
+	one := [3]uint32{1, 1, 1}
+	tests := []struct {
+		name string
+		call calls.Call
+		want cudaerr.Error
+	}{
+		{"unknown function", calls.Call{Dev: 0, Aux: 0xdeadbeef, Grid: one, Block: one, Data: fillArgs(p, 1, 1)}, cudaerr.InvalidResourceHandle},
+		{"short arguments", calls.Call{Dev: 0, Aux: fill, Grid: one, Block: one, Data: fillArgs(p, 1, 1)[:12]}, cudaerr.InvalidValue},
+		{"zero grid", calls.Call{Dev: 0, Aux: add, Block: one, Data: addArgs(p, 1)}, cudaerr.InvalidConfiguration},
+		{"unknown stream", calls.Call{Dev: 0, Stream: 99, Aux: add, Grid: one, Block: one, Data: addArgs(p, 1)}, cudaerr.InvalidResourceHandle},
+		{"unknown device", calls.Call{Dev: 7, Aux: add, Grid: one, Block: one, Data: addArgs(p, 1)}, cudaerr.InvalidDevice},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wantCode(t, tt.name, callStatus(t, c, calls.OpLaunchCooperativeKernel, tt.call), tt.want)
+		})
+	}
+	wantWords(t, "memory after the refused launches", readBack(t, c, 0, p, 4*n), func(int) uint32 { return 8 })
+}
+
+// TestCooperativeLaunchNotSupported: a device whose backend has no
+// cooperative launches refuses them and runs ordinary launches.
+func TestCooperativeLaunchNotSupported(t *testing.T) {
+	r := start(t, testConfig(devCfg(0, 0)), noCooperative{newHost(t, 1)})
+	c := dial(t, r, testToken)
+	m, _ := loadImage(t, c, 0, hostKernels)
+	fill, _ := getFunction(t, c, 0, m, backendtest.KernelFill)
+	p := mustMalloc(t, c, 0, 64)
+	one := [3]uint32{1, 1, 1}
+	call := calls.Call{Dev: 0, Aux: fill, Grid: one, Block: [3]uint32{16, 1, 1}, Data: fillArgs(p, 16, 3)}
+	wantCode(t, "cooperative launch", callStatus(t, c, calls.OpLaunchCooperativeKernel, call), cudaerr.NotSupported)
+	wantCode(t, "ordinary launch", callStatus(t, c, calls.OpLaunchKernel, call), cudaerr.Success)
+	wantWords(t, "fill", readBack(t, c, 0, p, 64), func(int) uint32 { return 3 })
+}
+
+// noCooperative hides the CooperativeLauncher of its devices, keeping
+// their Kernels.
+type noCooperative struct{ *host.Backend }
+
+func (b noCooperative) Open(spec backend.DeviceSpec) (backend.Device, error) {
+	d, err := b.Backend.Open(spec)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		backend.Device
+		backend.Kernels
+	}{d, d.(backend.Kernels)}, nil
+}
+
 // TestModuleCacheAcrossSessions runs two sessions, one after the other,
 // with the same module cache directory: the second gets the image from
 // the cache, not from its client.

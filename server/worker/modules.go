@@ -22,7 +22,8 @@ import (
 
 // devKernels is the module state of one device.
 type devKernels struct {
-	k backend.Kernels
+	k    backend.Kernels
+	coop backend.CooperativeLauncher // nil when the device has no cooperative launches
 
 	mu       sync.RWMutex // guards the fields below; launches hold it for reading
 	byDigest map[digest]*loadedModule
@@ -51,8 +52,10 @@ func newDevKernels(dev backend.Device) *devKernels {
 	if !ok {
 		return nil
 	}
+	coop, _ := dev.(backend.CooperativeLauncher)
 	return &devKernels{
 		k:        k,
+		coop:     coop,
 		byDigest: make(map[digest]*loadedModule),
 		modules:  make(map[backend.Module]*loadedModule),
 		funcs:    make(map[backend.Function]*kernelFunc),
@@ -447,7 +450,10 @@ func (c *conn) moduleGetGlobal(r req, call *calls.Call) {
 	c.answer(r, err, uint64(p), size, nil, false)
 }
 
-// launchKernel queues a kernel. The function must be one given out on the
+// launchKernel queues a kernel, ordinarily (OpLaunchKernel) or
+// cooperatively (OpLaunchCooperativeKernel, on a device whose backend
+// implements backend.CooperativeLauncher; otherwise
+// cudaErrorNotSupported). The function must be one given out on the
 // device and the arguments exactly as long as its layout: a kernel reads
 // its parameters at their offsets, and a short buffer would hand it bytes
 // the client never sent.
@@ -458,7 +464,7 @@ func (c *conn) launchKernel(r req, call *calls.Call) {
 		return
 	}
 	dk := d.kern
-	if dk == nil {
+	if dk == nil || (r.op == calls.OpLaunchCooperativeKernel && dk.coop == nil) {
 		c.done(r, cudaerr.NotSupported, 0, 0)
 		return
 	}
@@ -474,5 +480,9 @@ func (c *conn) launchKernel(r req, call *calls.Call) {
 	}
 	grid := backend.Dim3{X: call.Grid[0], Y: call.Grid[1], Z: call.Grid[2]}
 	block := backend.Dim3{X: call.Block[0], Y: call.Block[1], Z: call.Block[2]}
+	if r.op == calls.OpLaunchCooperativeKernel {
+		c.done(r, dk.coop.LaunchCooperativeKernel(f, grid, block, call.SharedMem, backend.Stream(call.Stream), call.Data), 0, 0)
+		return
+	}
 	c.done(r, dk.k.LaunchKernel(f, grid, block, call.SharedMem, backend.Stream(call.Stream), call.Data), 0, 0)
 }

@@ -642,9 +642,10 @@ func (s *Shim) streamDestroyed(h uint64) {
 
 // captureKernel makes a kernel launch on stream h of dev a node when h is
 // capturing; the arguments (args: one pointer per parameter, or packed:
-// the parameters laid out) are copied now.
+// the parameters laid out) are copied now, and the node keeps the launch's
+// flags (a cooperative launch replays as one).
 func (s *Shim) captureKernel(dev int, h uint64, fn functionRef, name string, params []Param, size int,
-	grid, block [3]uint32, shared uint64, args unsafe.Pointer, packed []byte) (bool, error) {
+	grid, block [3]uint32, shared uint64, flags LaunchFlags, args unsafe.Pointer, packed []byte) (bool, error) {
 	g := &s.graphs
 	g.mu.Lock()
 	sc, err := s.captureTargetLocked("kernel launch", dev, h)
@@ -662,6 +663,7 @@ func (s *Shim) captureKernel(dev int, h uint64, fn functionRef, name string, par
 	if err != nil {
 		return true, err
 	}
+	o.coop = flags&LaunchCooperative != 0
 	// The stream may have left the capture meanwhile (another thread ended
 	// it); then the launch runs as usual.
 	return s.captureOp("kernel launch", dev, h, o)

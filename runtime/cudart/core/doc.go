@@ -14,6 +14,7 @@
 //	err = s.RegisterFunction(mod, hostStub, "_Z5axpbyPKfS0_Pf6Coeffsim", namePtr)
 //	k, err := s.Kernel(hostStub)
 //	err = s.Launch(k, dev, grid, block, shmem, stream, argv)
+//	err = s.LaunchEx(k, dev, grid, block, shmem, stream, argv, core.LaunchCooperative) // cudaLaunchCooperativeKernel
 //	m, err := s.ModuleLoad(dev, image)         // cuModuleLoadData: loaded at once
 //	f, err := s.ModuleFunction(m, "kernel")
 //	err = s.FunctionLaunch(f, grid, block, shmem, stream, argv, nil, 0)

@@ -162,6 +162,16 @@ func (s *Shim) FunctionDevice(h uint64) (int, error) {
 // is nil, from packed: packedSize bytes laid out as the kernel's parameters
 // (cuLaunchKernel's CU_LAUNCH_PARAM_BUFFER_POINTER).
 func (s *Shim) FunctionLaunch(h uint64, grid, block [3]uint32, sharedMem, stream uint64, args, packed unsafe.Pointer, packedSize uint64) error {
+	return s.FunctionLaunchEx(h, grid, block, sharedMem, stream, args, packed, packedSize, 0)
+}
+
+// FunctionLaunchEx is FunctionLaunch with flags (LaunchCooperative for
+// cuLaunchCooperativeKernel and the cooperative launch attribute of
+// cuLaunchKernelEx).
+func (s *Shim) FunctionLaunchEx(h uint64, grid, block [3]uint32, sharedMem, stream uint64, args, packed unsafe.Pointer, packedSize uint64, flags LaunchFlags) error {
+	if err := checkLaunchFlags(flags); err != nil {
+		return err
+	}
 	f, err := s.driverFunction(h)
 	if err != nil {
 		return err
@@ -182,7 +192,7 @@ func (s *Shim) FunctionLaunch(h uint64, grid, block [3]uint32, sharedMem, stream
 		if args == nil && packed != nil && packedSize >= uint64(f.size) {
 			pk = unsafe.Slice((*byte)(packed), f.size)
 		}
-		if captured, err := s.captureKernel(f.dev, stream, f.fn, f.name, f.params, f.size, grid, block, sharedMem, args, pk); captured || err != nil {
+		if captured, err := s.captureKernel(f.dev, stream, f.fn, f.name, f.params, f.size, grid, block, sharedMem, flags, args, pk); captured || err != nil {
 			return err
 		}
 	}
@@ -191,9 +201,9 @@ func (s *Shim) FunctionLaunch(h uint64, grid, block [3]uint32, sharedMem, stream
 			return fmt.Errorf("core: launch of %s: %d bytes of packed arguments, its parameters take %d: %w",
 				f.name, packedSize, f.size, cudaerr.InvalidValue)
 		}
-		return c.Launch(f.dev, f.fn, grid, block, uint32(sharedMem), st, unsafe.Slice((*byte)(packed), f.size))
+		return c.Launch(f.dev, f.fn, grid, block, uint32(sharedMem), flags&LaunchCooperative != 0, st, unsafe.Slice((*byte)(packed), f.size))
 	}
-	return launchArgs(c, f.dev, f.fn, f.name, f.params, f.size, grid, block, uint32(sharedMem), st, args)
+	return launchArgs(c, f.dev, f.fn, f.name, f.params, f.size, grid, block, uint32(sharedMem), flags, st, args)
 }
 
 // FunctionAttribute returns attribute attr (a CUfunction_attribute) of
@@ -226,7 +236,7 @@ func (s *Shim) FunctionSetAttribute(h uint64, attr, value int) error {
 // launchArgs packs args, the application's array of pointers to the
 // arguments (one per parameter), at the layout's offsets and launches fn.
 func launchArgs(c kernelAPI, dev int, fn functionRef, name string, params []Param, size int,
-	grid, block [3]uint32, sharedMem uint32, st runtime.Stream, args unsafe.Pointer) error {
+	grid, block [3]uint32, sharedMem uint32, flags LaunchFlags, st runtime.Stream, args unsafe.Pointer) error {
 	if len(params) > 0 && args == nil {
 		return fmt.Errorf("core: launch of %s: no arguments for %d parameters: %w", name, len(params), cudaerr.InvalidValue)
 	}
@@ -245,7 +255,7 @@ func launchArgs(c kernelAPI, dev int, fn functionRef, name string, params []Para
 		}
 		copy(buf[p.Offset:p.Offset+p.Size], unsafe.Slice((*byte)(ptrs[i]), p.Size))
 	}
-	err := c.Launch(dev, fn, grid, block, sharedMem, st, buf)
+	err := c.Launch(dev, fn, grid, block, sharedMem, flags&LaunchCooperative != 0, st, buf)
 	*bp = buf
 	argPool.Put(bp)
 	return err

@@ -57,6 +57,7 @@ type nodeOp struct {
 	grid, block [3]uint32
 	shared      uint32
 	args        []byte // packed at capture or add time
+	coop        bool   // a cooperative launch (captured from one)
 
 	// Copies: dst and src are device addresses or the application's host
 	// memory; kind is the direction found from them.
@@ -648,6 +649,7 @@ func (s *Shim) GraphExecKernelParams(x, h uint64, k uint64, dev int, grid, block
 		return fmt.Errorf("core: node %#x is not a kernel node of executable graph %#x: %w", h, x, cudaerr.InvalidValue)
 	}
 	next := slices.Clone(old)
+	o.coop = old[i].op.coop // new parameters, the same node attributes
 	next[i].op = o
 	ex.order.Store(&next)
 	return nil
@@ -721,7 +723,7 @@ func (s *Shim) runDeviceOp(c *runtime.Client, o *nodeOp, st runtime.Stream) erro
 		if err != nil {
 			return err
 		}
-		return k.Launch(o.dev, o.fn, o.grid, o.block, o.shared, st, o.args)
+		return k.Launch(o.dev, o.fn, o.grid, o.block, o.shared, o.coop, st, o.args)
 	case NodeMemcpy:
 		return s.copyOn(c, o.dst, o.src, o.n, o.copyKind, st, true)
 	case NodeMemset:
@@ -779,7 +781,11 @@ func nodeLabel(n *node) string {
 	o := &n.op
 	switch o.kind {
 	case NodeKernel:
-		return fmt.Sprintf("%#x kernel %s\ndevice %d grid %v block %v shared %d", n.handle, o.name, o.dev, o.grid, o.block, o.shared)
+		coop := ""
+		if o.coop {
+			coop = "\ncooperative"
+		}
+		return fmt.Sprintf("%#x kernel %s\ndevice %d grid %v block %v shared %d%s", n.handle, o.name, o.dev, o.grid, o.block, o.shared, coop)
 	case NodeMemcpy:
 		return fmt.Sprintf("%#x memcpy %d bytes\n%p -> %p (kind %d)", n.handle, o.n, o.src, o.dst, o.copyKind)
 	case NodeMemset:

@@ -48,6 +48,30 @@ func argsSize(ps []Param) (int, error) {
 	return int(end), nil
 }
 
+// LaunchFlags modify a launch (LaunchEx, FunctionLaunchEx; the flags of
+// xgpu_launch_kernel_ex).
+type LaunchFlags uint32
+
+// Launch flags.
+const (
+	// LaunchCooperative launches with every block of the grid resident at
+	// once, so that the blocks may synchronize grid-wide
+	// (cudaLaunchCooperativeKernel, the cooperative launch attribute). A
+	// grid larger than the device holds at once fails with
+	// cudaErrorCooperativeLaunchTooLarge, reported as launch errors are.
+	LaunchCooperative LaunchFlags = 1 << iota
+
+	launchFlagsKnown = LaunchCooperative
+)
+
+// checkLaunchFlags refuses flags this package does not know.
+func checkLaunchFlags(f LaunchFlags) error {
+	if f&^launchFlagsKnown != 0 {
+		return fmt.Errorf("core: launch flags %#x: %w", uint32(f), cudaerr.InvalidValue)
+	}
+	return nil
+}
+
 // moduleRef and functionRef are the runtime's handles of a module and a
 // kernel on one device, opaque to the registry.
 type (
@@ -65,8 +89,8 @@ type kernelAPI interface {
 	UnloadModule(dev int, m moduleRef) error
 	// Function returns kernel name of m on dev with its parameter layout.
 	Function(dev int, m moduleRef, name string) (functionRef, []Param, error)
-	// Launch queues f on stream st.
-	Launch(dev int, f functionRef, grid, block [3]uint32, sharedMem uint32, st runtime.Stream, args []byte) error
+	// Launch queues f on stream st; coop makes it a cooperative launch.
+	Launch(dev int, f functionRef, grid, block [3]uint32, sharedMem uint32, coop bool, st runtime.Stream, args []byte) error
 	FuncAttribute(dev int, f functionRef, attr int) (int, error)
 	SetFuncAttribute(dev int, f functionRef, attr, value int) error
 	// Global returns the address and size of variable name of m on dev.

@@ -30,7 +30,11 @@ func (r runtimeKernels) Function(dev int, m moduleRef, name string) (functionRef
 	return f, out, nil
 }
 
-func (r runtimeKernels) Launch(dev int, f functionRef, grid, block [3]uint32, sharedMem uint32, st runtime.Stream, args []byte) error {
+func (r runtimeKernels) Launch(dev int, f functionRef, grid, block [3]uint32, sharedMem uint32, coop bool, st runtime.Stream, args []byte) error {
+	if coop {
+		return r.c.LaunchCooperativeKernelPacked(f.(*runtime.Function), runtime.Dim3{X: grid[0], Y: grid[1], Z: grid[2]},
+			runtime.Dim3{X: block[0], Y: block[1], Z: block[2]}, sharedMem, st, args)
+	}
 	return r.c.LaunchKernelPacked(f.(*runtime.Function), runtime.Dim3{X: grid[0], Y: grid[1], Z: grid[2]},
 		runtime.Dim3{X: block[0], Y: block[1], Z: block[2]}, sharedMem, st, args)
 }

@@ -304,6 +304,17 @@ var argPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }
 // legacy stream). args is the application's array of pointers to the
 // arguments, one per kernel parameter, as cudaLaunchKernel takes it.
 func (s *Shim) Launch(h uint64, dev int, grid, block [3]uint32, sharedMem, stream uint64, args unsafe.Pointer) error {
+	return s.LaunchEx(h, dev, grid, block, sharedMem, stream, args, 0)
+}
+
+// LaunchEx is Launch with flags (LaunchCooperative for
+// cudaLaunchCooperativeKernel and the cooperative launch attribute). A
+// launch captured on a capturing stream keeps its flags in its node, and
+// every replay launches with them.
+func (s *Shim) LaunchEx(h uint64, dev int, grid, block [3]uint32, sharedMem, stream uint64, args unsafe.Pointer, flags LaunchFlags) error {
+	if err := checkLaunchFlags(flags); err != nil {
+		return err
+	}
 	c, err := s.kernelDevice(dev)
 	if err != nil {
 		return err
@@ -324,11 +335,11 @@ func (s *Shim) Launch(h uint64, dev int, grid, block [3]uint32, sharedMem, strea
 		return err
 	}
 	if s.graphs.active.Load() != 0 {
-		if captured, err := s.captureKernel(dev, stream, kd.fn, kn.name, kd.params, kd.size, grid, block, sharedMem, args, nil); captured || err != nil {
+		if captured, err := s.captureKernel(dev, stream, kd.fn, kn.name, kd.params, kd.size, grid, block, sharedMem, flags, args, nil); captured || err != nil {
 			return err
 		}
 	}
-	return launchArgs(c, dev, kd.fn, kn.name, kd.params, kd.size, grid, block, uint32(sharedMem), st, args)
+	return launchArgs(c, dev, kd.fn, kn.name, kd.params, kd.size, grid, block, uint32(sharedMem), flags, st, args)
 }
 
 // FuncAttributes are a kernel's attributes, as cudaFuncAttributes holds

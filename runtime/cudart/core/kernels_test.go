@@ -32,6 +32,7 @@ type fakeLaunch struct {
 	name        string
 	grid, block [3]uint32
 	shared      uint32
+	coop        bool
 	stream      runtime.Stream
 	args        []byte
 }
@@ -75,10 +76,10 @@ func (f *fakeKernels) Function(dev int, m moduleRef, name string) (functionRef, 
 	return fakeFunc{name}, ps, nil
 }
 
-func (f *fakeKernels) Launch(dev int, fn functionRef, grid, block [3]uint32, shared uint32, st runtime.Stream, args []byte) error {
+func (f *fakeKernels) Launch(dev int, fn functionRef, grid, block [3]uint32, shared uint32, coop bool, st runtime.Stream, args []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.launches = append(f.launches, fakeLaunch{dev, fn.(fakeFunc).name, grid, block, shared, st, append([]byte(nil), args...)})
+	f.launches = append(f.launches, fakeLaunch{dev, fn.(fakeFunc).name, grid, block, shared, coop, st, append([]byte(nil), args...)})
 	return nil
 }
 

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../facade/launch_structs.h"
 #include "../facade/occupancy.h"
 #include "driver.h"
 
@@ -539,25 +540,83 @@ XGPU_EXPORT CUresult cuModuleGetGlobal_v2(CUdeviceptr *p, size_t *bytes, CUmodul
 #define LAUNCH_PARAM_BUFFER_POINTER ((void *)1)
 #define LAUNCH_PARAM_BUFFER_SIZE ((void *)2)
 
-XGPU_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
-                                    unsigned int by, unsigned int bz, unsigned int shmem, CUstream s, void **params,
-                                    void **extra) {
-  if (!f) return CUDA_ERROR_INVALID_HANDLE;
+/* launch_extra reads cuLaunchKernel's extra options: the packed argument
+ * buffer and its size. */
+static CUresult launch_extra(void **params, void **extra, void **packed, size_t *packed_size) {
+  *packed = NULL;
+  *packed_size = 0;
   if (params && extra) return CUDA_ERROR_INVALID_VALUE;
-  void *packed = NULL;
-  size_t packed_size = 0;
   for (int i = 0; extra && extra[i] != LAUNCH_PARAM_END; i += 2) {
     if (extra[i] == LAUNCH_PARAM_BUFFER_POINTER) {
-      packed = extra[i + 1];
+      *packed = extra[i + 1];
     } else if (extra[i] == LAUNCH_PARAM_BUFFER_SIZE && extra[i + 1]) {
-      packed_size = *(size_t *)extra[i + 1];
+      *packed_size = *(size_t *)extra[i + 1];
     } else {
       return CUDA_ERROR_INVALID_VALUE;
     }
   }
+  return CUDA_SUCCESS;
+}
+
+XGPU_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+                                    unsigned int by, unsigned int bz, unsigned int shmem, CUstream s, void **params,
+                                    void **extra) {
+  if (!f) return CUDA_ERROR_INVALID_HANDLE;
+  void *packed;
+  size_t packed_size;
+  CUresult e = launch_extra(params, extra, &packed, &packed_size);
+  if (e) return e;
   unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
   return drv(xgpu_function_launch((uint64_t)(uintptr_t)f, grid, block, shmem, stream_handle(s), params, packed,
                                   packed_size));
+}
+
+/* A cooperative launch (every block resident at once); it takes kernel
+ * parameters only, as the driver's does. */
+XGPU_EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+                                               unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem,
+                                               CUstream s, void **params) {
+  if (!f) return CUDA_ERROR_INVALID_HANDLE;
+  unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
+  return drv(xgpu_function_launch_ex((uint64_t)(uintptr_t)f, grid, block, shmem, stream_handle(s), params, NULL, 0,
+                                     XGPU_LAUNCH_COOPERATIVE));
+}
+
+XGPU_EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+                                                    unsigned int bx, unsigned int by, unsigned int bz,
+                                                    unsigned int shmem, CUstream s, void **params) {
+  return cuLaunchCooperativeKernel(f, gx, gy, gz, bx, by, bz, shmem, s, params);
+}
+
+/* The extensible launch: arguments as cuLaunchKernel takes them, the
+ * attributes by xgpu_launch_attrs (launch_structs.h); one refused is
+ * logged once per attribute id. */
+XGPU_EXPORT CUresult cuLaunchKernelEx(const struct CUlaunchConfig_st *config, CUfunction f, void **params,
+                                      void **extra) {
+  if (!config) return CUDA_ERROR_INVALID_VALUE;
+  if (!f) return CUDA_ERROR_INVALID_HANDLE;
+  unsigned flags = 0;
+  int refused = 0;
+  int e = xgpu_launch_attrs(config->attrs, config->numAttrs, &flags, &refused);
+  if (e == xgpu_launch_attrs_not_supported) {
+    char name[64];
+    snprintf(name, sizeof name, "cuLaunchKernelEx(attribute %d)", refused);
+    return drv_unsupported(name);
+  }
+  if (e) return e;
+  void *packed;
+  size_t packed_size;
+  CUresult r = launch_extra(params, extra, &packed, &packed_size);
+  if (r) return r;
+  unsigned grid[3] = {config->gridDimX, config->gridDimY, config->gridDimZ};
+  unsigned block[3] = {config->blockDimX, config->blockDimY, config->blockDimZ};
+  return drv(xgpu_function_launch_ex((uint64_t)(uintptr_t)f, grid, block, config->sharedMemBytes,
+                                     stream_handle((CUstream)config->hStream), params, packed, packed_size, flags));
+}
+
+XGPU_EXPORT CUresult cuLaunchKernelEx_ptsz(const struct CUlaunchConfig_st *config, CUfunction f, void **params,
+                                           void **extra) {
+  return cuLaunchKernelEx(config, f, params, extra);
 }
 
 XGPU_EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,

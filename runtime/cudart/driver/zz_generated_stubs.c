@@ -264,15 +264,11 @@ XGPU_EXPORT CUresult cuKernelGetParamInfo(void) { return drv_unsupported("cuKern
 XGPU_EXPORT CUresult cuKernelSetAttribute(void) { return drv_unsupported("cuKernelSetAttribute"); }
 XGPU_EXPORT CUresult cuKernelSetCacheConfig(void) { return drv_unsupported("cuKernelSetCacheConfig"); }
 XGPU_EXPORT CUresult cuLaunch(void) { return drv_unsupported("cuLaunch"); }
-XGPU_EXPORT CUresult cuLaunchCooperativeKernel(void) { return drv_unsupported("cuLaunchCooperativeKernel"); }
 XGPU_EXPORT CUresult cuLaunchCooperativeKernelMultiDevice(void) { return drv_unsupported("cuLaunchCooperativeKernelMultiDevice"); }
-XGPU_EXPORT CUresult cuLaunchCooperativeKernel_ptsz(void) { return drv_unsupported("cuLaunchCooperativeKernel_ptsz"); }
 XGPU_EXPORT CUresult cuLaunchGrid(void) { return drv_unsupported("cuLaunchGrid"); }
 XGPU_EXPORT CUresult cuLaunchGridAsync(void) { return drv_unsupported("cuLaunchGridAsync"); }
 XGPU_EXPORT CUresult cuLaunchHostFunc(void) { return drv_unsupported("cuLaunchHostFunc"); }
 XGPU_EXPORT CUresult cuLaunchHostFunc_ptsz(void) { return drv_unsupported("cuLaunchHostFunc_ptsz"); }
-XGPU_EXPORT CUresult cuLaunchKernelEx(void) { return drv_unsupported("cuLaunchKernelEx"); }
-XGPU_EXPORT CUresult cuLaunchKernelEx_ptsz(void) { return drv_unsupported("cuLaunchKernelEx_ptsz"); }
 XGPU_EXPORT CUresult cuLibraryEnumerateKernels(void) { return drv_unsupported("cuLibraryEnumerateKernels"); }
 XGPU_EXPORT CUresult cuLibraryGetGlobal(void) { return drv_unsupported("cuLibraryGetGlobal"); }
 XGPU_EXPORT CUresult cuLibraryGetKernel(void) { return drv_unsupported("cuLibraryGetKernel"); }
@@ -636,4 +632,4 @@ XGPU_EXPORT CUresult cudbgMain(void) { return drv_unsupported("cudbgMain"); }
 XGPU_EXPORT CUresult cudbgReportDriverApiError(void) { return drv_unsupported("cudbgReportDriverApiError"); }
 XGPU_EXPORT CUresult cudbgReportDriverInternalError(void) { return drv_unsupported("cudbgReportDriverInternalError"); }
 
-/* 51 names served, 631 stubs. */
+/* 55 names served, 627 stubs. */

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cudart.h"
+#include "launch_structs.h"
 #include "occupancy.h"
 
 #define FATBINC_MAGIC 0x466243b1
@@ -128,6 +129,11 @@ static int launch(uint64_t k, dim3 grid, dim3 block, void **args, size_t shmem, 
   return xgpu_launch_kernel(k, facade_current_device(), g, b, shmem, sh(s), args);
 }
 
+static int launch_ex(uint64_t k, dim3 grid, dim3 block, void **args, size_t shmem, cudaStream_t s, unsigned flags) {
+  unsigned g[3] = {grid.x, grid.y, grid.z}, b[3] = {block.x, block.y, block.z};
+  return xgpu_launch_kernel_ex(k, facade_current_device(), g, b, shmem, sh(s), args, flags);
+}
+
 XGPU_EXPORT cudaError_t __cudaLaunchKernel(cudaKernel_t k, dim3 grid, dim3 block, void **args, size_t shmem, cudaStream_t s) {
   if (!k) return facade_ret(cudaErrorInvalidDeviceFunction);
   return facade_ret(launch((uint64_t)(uintptr_t)k, grid, block, args, shmem, s));
@@ -153,6 +159,51 @@ XGPU_EXPORT cudaError_t cudaLaunchKernel(const void *func, dim3 grid, dim3 block
 XGPU_EXPORT cudaError_t cudaLaunchKernel_ptsz(const void *func, dim3 grid, dim3 block, void **args, size_t shmem,
                                               cudaStream_t s) {
   return cudaLaunchKernel(func, grid, block, args, shmem, s);
+}
+
+/* A cooperative launch: every block of the grid resident at once, so that
+ * cooperative_groups::this_grid().sync() works; the server's driver
+ * launches it with cuLaunchCooperativeKernel and refuses a grid it cannot
+ * hold (cudaErrorCooperativeLaunchTooLarge, reported as launch errors
+ * are). A captured one stays cooperative in its graph node. */
+XGPU_EXPORT cudaError_t cudaLaunchCooperativeKernel(const void *func, dim3 grid, dim3 block, void **args, size_t shmem,
+                                                    cudaStream_t s) {
+  uint64_t k = 0;
+  int e = kernel_of(func, &k);
+  if (e) return facade_ret(e);
+  return facade_ret(launch_ex(k, grid, block, args, shmem, s, XGPU_LAUNCH_COOPERATIVE));
+}
+
+XGPU_EXPORT cudaError_t cudaLaunchCooperativeKernel_ptsz(const void *func, dim3 grid, dim3 block, void **args,
+                                                         size_t shmem, cudaStream_t s) {
+  return cudaLaunchCooperativeKernel(func, grid, block, args, shmem, s);
+}
+
+/* The extensible launch (cudaLaunchKernelEx in C++): its attributes follow
+ * xgpu_launch_attrs (launch_structs.h); one refused is logged once per
+ * attribute id. */
+XGPU_EXPORT cudaError_t cudaLaunchKernelExC(const struct cudaLaunchConfig_st *config, const void *func, void **args) {
+  if (!config || !func) return facade_ret(cudaErrorInvalidValue);
+  unsigned flags = 0;
+  int refused = 0;
+  int e = xgpu_launch_attrs(config->attrs, config->numAttrs, &flags, &refused);
+  if (e == xgpu_launch_attrs_not_supported) {
+    char name[64];
+    snprintf(name, sizeof name, "cudaLaunchKernelExC(attribute %d)", refused);
+    return facade_unsupported(name);
+  }
+  if (e) return facade_ret(e);
+  uint64_t k = 0;
+  e = kernel_of(func, &k);
+  if (e) return facade_ret(e);
+  dim3 grid = {config->gridDim.x, config->gridDim.y, config->gridDim.z};
+  dim3 block = {config->blockDim.x, config->blockDim.y, config->blockDim.z};
+  return facade_ret(launch_ex(k, grid, block, args, config->dynamicSmemBytes, (cudaStream_t)config->stream, flags));
+}
+
+XGPU_EXPORT cudaError_t cudaLaunchKernelExC_ptsz(const struct cudaLaunchConfig_st *config, const void *func,
+                                                 void **args) {
+  return cudaLaunchKernelExC(config, func, args);
 }
 
 XGPU_EXPORT cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *a, const void *func) {

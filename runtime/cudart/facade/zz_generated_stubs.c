@@ -148,10 +148,6 @@ XGPU_EXPORT cudaError_t cudaIpcGetMemHandle(void) { return facade_unsupported("c
 XGPU_EXPORT cudaError_t cudaIpcOpenEventHandle(void) { return facade_unsupported("cudaIpcOpenEventHandle"); }
 XGPU_EXPORT cudaError_t cudaIpcOpenMemHandle(void) { return facade_unsupported("cudaIpcOpenMemHandle"); }
 XGPU_EXPORT cudaError_t cudaKernelSetAttributeForDevice(void) { return facade_unsupported("cudaKernelSetAttributeForDevice"); }
-XGPU_EXPORT cudaError_t cudaLaunchCooperativeKernel(void) { return facade_unsupported("cudaLaunchCooperativeKernel"); }
-XGPU_EXPORT cudaError_t cudaLaunchCooperativeKernel_ptsz(void) { return facade_unsupported("cudaLaunchCooperativeKernel_ptsz"); }
-XGPU_EXPORT cudaError_t cudaLaunchKernelExC(void) { return facade_unsupported("cudaLaunchKernelExC"); }
-XGPU_EXPORT cudaError_t cudaLaunchKernelExC_ptsz(void) { return facade_unsupported("cudaLaunchKernelExC_ptsz"); }
 XGPU_EXPORT cudaError_t cudaLibraryEnumerateKernels(void) { return facade_unsupported("cudaLibraryEnumerateKernels"); }
 XGPU_EXPORT cudaError_t cudaLibraryGetGlobal(void) { return facade_unsupported("cudaLibraryGetGlobal"); }
 XGPU_EXPORT cudaError_t cudaLibraryGetKernel(void) { return facade_unsupported("cudaLibraryGetKernel"); }
@@ -253,4 +249,4 @@ XGPU_EXPORT cudaError_t cudaVDPAUSetVDPAUDevice(void) { return facade_unsupporte
 XGPU_EXPORT cudaError_t cudaWaitExternalSemaphoresAsync(void) { return facade_unsupported("cudaWaitExternalSemaphoresAsync"); }
 XGPU_EXPORT cudaError_t cudaWaitExternalSemaphoresAsync_ptsz(void) { return facade_unsupported("cudaWaitExternalSemaphoresAsync_ptsz"); }
 
-/* 174 names served, 248 stubs. */
+/* 178 names served, 244 stubs. */

@@ -203,6 +203,13 @@ int xgpu_get_kernel(void *host_fun, uint64_t *kernel);
 /* args: one pointer per kernel parameter, as cudaLaunchKernel takes them. */
 int xgpu_launch_kernel(uint64_t kernel, int dev, unsigned *grid, unsigned *block, uint64_t shared_mem,
                        uint64_t stream, void **args);
+/* Flags of xgpu_launch_kernel_ex and xgpu_function_launch_ex; another bit
+ * is cudaErrorInvalidValue. */
+#define XGPU_LAUNCH_COOPERATIVE 0x1u /* every block resident at once (cudaLaunchCooperativeKernel); a grid the
+                                        device cannot hold fails with cudaErrorCooperativeLaunchTooLarge, reported
+                                        as launch errors are; kept by a captured launch's node */
+int xgpu_launch_kernel_ex(uint64_t kernel, int dev, unsigned *grid, unsigned *block, uint64_t shared_mem,
+                          uint64_t stream, void **args, unsigned flags);
 int xgpu_func_get_attributes(uint64_t kernel, int dev, xgpu_func_attributes_t *attrs);
 int xgpu_func_set_attribute(uint64_t kernel, int dev, int attr, int value);
 int xgpu_func_name(uint64_t kernel, char **name); /* *name: the mangled name, valid for the process */
@@ -222,6 +229,9 @@ int xgpu_function_device(uint64_t fn, int *dev);
  * CU_LAUNCH_PARAM_BUFFER_POINTER) is used: args unless it is NULL. */
 int xgpu_function_launch(uint64_t fn, unsigned *grid, unsigned *block, uint64_t shared_mem, uint64_t stream,
                          void **args, void *packed, uint64_t packed_size);
+/* xgpu_function_launch with XGPU_LAUNCH_* flags (cuLaunchCooperativeKernel, cuLaunchKernelEx). */
+int xgpu_function_launch_ex(uint64_t fn, unsigned *grid, unsigned *block, uint64_t shared_mem, uint64_t stream,
+                            void **args, void *packed, uint64_t packed_size, unsigned flags);
 int xgpu_function_get_attribute(uint64_t fn, int attr, int *value); /* attr: a CUfunction_attribute */
 int xgpu_function_set_attribute(uint64_t fn, int attr, int value);
 

@@ -186,6 +186,7 @@ func RunKernels(t *testing.T, newBackend func(t *testing.T) backend.Backend, ima
 		{"Launch", testLaunch},
 		{"LaunchStreamOrder", testLaunchStreamOrder},
 		{"BadLaunches", testBadLaunches},
+		{"CooperativeLaunch", testCooperativeLaunch},
 		{"Unload", testUnload},
 	}
 	for _, tt := range tests {
@@ -371,6 +372,67 @@ func testBadLaunches(t *testing.T, ke *kernelEnv, _ []byte) {
 	}
 	must(t, "Synchronize", ke.d.Synchronize(ctx(t)))
 	wantBytes(t, "memory after rejected launches", download(t, ke.d, p, 4096), make([]byte, 4096))
+}
+
+// testCooperativeLaunch checks backend.CooperativeLauncher: a grid that
+// fits runs as an ordinary launch would, one of more blocks than any
+// device holds at once is refused with cudaErrorCooperativeLaunchTooLarge
+// (at once, or from the next synchronizing call) and touches nothing, and
+// the Device works on after it. A Device without the interface skips it.
+func testCooperativeLaunch(t *testing.T, ke *kernelEnv, _ []byte) {
+	cl, ok := ke.d.(backend.CooperativeLauncher)
+	if !ok {
+		t.Skipf("the %s backend's Device does not implement backend.CooperativeLauncher", ke.b.Name())
+	}
+	const n = 1000
+	p := malloc(t, ke.d, 4*n)
+	upload(t, ke.d, p, make([]byte, 4*n))
+	s, err := ke.d.StreamCreate(backend.StreamNonBlocking, 0)
+	must(t, "StreamCreate", err)
+	grid, block := grid1(n)
+	must(t, "LaunchCooperativeKernel(fill)", cl.LaunchCooperativeKernel(ke.fill, grid, block, 0, s, fillArgs(p, n, 5)))
+	must(t, "LaunchCooperativeKernel(add_one)", cl.LaunchCooperativeKernel(ke.add, grid, block, 0, s, addArgs(p, n)))
+	must(t, "StreamSynchronize", ke.d.StreamSynchronize(ctx(t), s))
+	for i, v := range words(download(t, ke.d, p, 4*n)) {
+		if v != 6 {
+			t.Fatalf("word %d = %d, want 6 (cooperative fill, then add_one)", i, v)
+		}
+	}
+
+	// A million blocks of 1024 threads: no GPU holds them at once.
+	huge := backend.Dim3{X: 1 << 20, Y: 1, Z: 1}
+	err = cl.LaunchCooperativeKernel(ke.fill, huge, backend.Dim3{X: 1024, Y: 1, Z: 1}, 0, s, fillArgs(p, n, 99))
+	if err == nil {
+		err = ke.d.StreamSynchronize(ctx(t), s)
+	}
+	if cudaerr.Code(err) != cudaerr.CooperativeLaunchTooLarge {
+		t.Fatalf("cooperative launch of %v blocks = %v, want cudaErrorCooperativeLaunchTooLarge", huge, err)
+	}
+	must(t, "StreamSynchronize after the refused launch", ke.d.StreamSynchronize(ctx(t), s))
+	for i, v := range words(download(t, ke.d, p, 4*n)) {
+		if v != 6 {
+			t.Fatalf("word %d = %d after a refused launch, want 6", i, v)
+		}
+	}
+
+	one := backend.Dim3{X: 1, Y: 1, Z: 1}
+	tests := []struct {
+		name string
+		call func() error
+		want cudaerr.Error
+	}{
+		{"zero grid", func() error {
+			return cl.LaunchCooperativeKernel(ke.add, backend.Dim3{X: 0, Y: 1, Z: 1}, one, 0, s, addArgs(p, 1))
+		}, cudaerr.InvalidConfiguration},
+		{"unknown function", func() error { return cl.LaunchCooperativeKernel(ke.add+12345, one, one, 0, s, addArgs(p, 1)) }, cudaerr.InvalidResourceHandle},
+		{"unknown stream", func() error { return cl.LaunchCooperativeKernel(ke.add, one, one, 0, 0xdead, addArgs(p, 1)) }, cudaerr.InvalidResourceHandle},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wantErr(t, tt.call(), "LaunchCooperativeKernel", tt.want)
+		})
+	}
+	must(t, "StreamSynchronize", ke.d.StreamSynchronize(ctx(t), s))
 }
 
 func testUnload(t *testing.T, ke *kernelEnv, image []byte) {
