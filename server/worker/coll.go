@@ -218,6 +218,9 @@ func (c *conn) commInit(r req, call *calls.Call) {
 		if err != nil {
 			c.w.log.Warn("worker: communicator has no links", "comm", cs.id, "err", err)
 			cs.destroy(true)
+			// Gone before the reply, so that the id is free again for the
+			// client's next CommInit; the executors finish on their own.
+			cs.forget()
 			err = fmt.Errorf("%w: %w", cudaerr.DevicesUnavailable, err)
 		}
 		if r.noReply {
