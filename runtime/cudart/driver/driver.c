@@ -573,11 +573,35 @@ XGPU_EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int 
 
 /* A cooperative launch (every block resident at once); it takes kernel
  * parameters only, as the driver's does. */
+/* coop_fits refuses a cooperative grid that cannot be resident at once, as
+ * the driver's launch does: more blocks than the SMs hold by
+ * cuOccupancyMaxActiveBlocksPerMultiprocessor. (The server's driver checks
+ * again when the stream gets there.) */
+CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *n, CUfunction f, int blockSize, size_t dynSmem,
+                                                              unsigned int flags);
+
+static CUresult coop_fits(CUfunction f, const unsigned grid[3], const unsigned block[3], unsigned shmem) {
+  long threads = (long)block[0] * block[1] * block[2];
+  if (threads <= 0 || threads > 0x7fffffff) return CUDA_SUCCESS; /* the launch refuses it */
+  int per_sm = 0, sms = 0;
+  CUresult e = cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(&per_sm, f, (int)threads, shmem, 0);
+  if (e) return e;
+  CUdevice dev;
+  e = cuCtxGetDevice(&dev);
+  if (!e) e = cuDeviceGetAttribute(&sms, 16 /* MULTIPROCESSOR_COUNT */, dev);
+  if (e) return e;
+  unsigned long long blocks = (unsigned long long)grid[0] * grid[1] * grid[2];
+  if (blocks > (unsigned long long)per_sm * (unsigned long long)sms) return CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE;
+  return CUDA_SUCCESS;
+}
+
 XGPU_EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
                                                unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem,
                                                CUstream s, void **params) {
   if (!f) return CUDA_ERROR_INVALID_HANDLE;
   unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
+  CUresult fit = coop_fits(f, grid, block, shmem);
+  if (fit) return fit;
   return drv(xgpu_function_launch_ex((uint64_t)(uintptr_t)f, grid, block, shmem, stream_handle(s), params, NULL, 0,
                                      XGPU_LAUNCH_COOPERATIVE));
 }
@@ -610,6 +634,10 @@ XGPU_EXPORT CUresult cuLaunchKernelEx(const struct CUlaunchConfig_st *config, CU
   if (r) return r;
   unsigned grid[3] = {config->gridDimX, config->gridDimY, config->gridDimZ};
   unsigned block[3] = {config->blockDimX, config->blockDimY, config->blockDimZ};
+  if (flags & XGPU_LAUNCH_COOPERATIVE) {
+    r = coop_fits(f, grid, block, config->sharedMemBytes);
+    if (r) return r;
+  }
   return drv(xgpu_function_launch_ex((uint64_t)(uintptr_t)f, grid, block, config->sharedMemBytes,
                                      stream_handle((CUstream)config->hStream), params, packed, packed_size, flags));
 }

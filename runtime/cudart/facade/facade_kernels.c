@@ -161,6 +161,26 @@ XGPU_EXPORT cudaError_t cudaLaunchKernel_ptsz(const void *func, dim3 grid, dim3 
   return cudaLaunchKernel(func, grid, block, args, shmem, s);
 }
 
+/* coop_fits refuses a cooperative grid that cannot be resident at once, as
+ * the launch itself does in CUDA: more blocks than the SMs hold by the
+ * occupancy computation cudaOccupancyMaxActiveBlocksPerMultiprocessor
+ * answers. (The server's driver checks again when the stream gets there.) */
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *n, const void *func, int blockSize,
+                                                                   size_t dynSmem, unsigned int flags);
+
+static cudaError_t coop_fits(const void *func, dim3 grid, dim3 block, size_t shmem) {
+  long threads = (long)block.x * block.y * block.z;
+  if (threads <= 0 || threads > 0x7fffffff) return cudaSuccess; /* the launch refuses it */
+  int per_sm = 0, sms = 0;
+  cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(&per_sm, func, (int)threads, shmem, 0);
+  if (e) return e;
+  e = cudaDeviceGetAttribute(&sms, 16 /* cudaDevAttrMultiProcessorCount */, facade_current_device());
+  if (e) return e;
+  unsigned long long blocks = (unsigned long long)grid.x * grid.y * grid.z;
+  if (blocks > (unsigned long long)per_sm * (unsigned long long)sms) return cudaErrorCooperativeLaunchTooLarge;
+  return cudaSuccess;
+}
+
 /* A cooperative launch: every block of the grid resident at once, so that
  * cooperative_groups::this_grid().sync() works; the server's driver
  * launches it with cuLaunchCooperativeKernel and refuses a grid it cannot
@@ -170,6 +190,8 @@ XGPU_EXPORT cudaError_t cudaLaunchCooperativeKernel(const void *func, dim3 grid,
                                                     cudaStream_t s) {
   uint64_t k = 0;
   int e = kernel_of(func, &k);
+  if (e) return facade_ret(e);
+  e = coop_fits(func, grid, block, shmem);
   if (e) return facade_ret(e);
   return facade_ret(launch_ex(k, grid, block, args, shmem, s, XGPU_LAUNCH_COOPERATIVE));
 }
@@ -198,6 +220,10 @@ XGPU_EXPORT cudaError_t cudaLaunchKernelExC(const struct cudaLaunchConfig_st *co
   if (e) return facade_ret(e);
   dim3 grid = {config->gridDim.x, config->gridDim.y, config->gridDim.z};
   dim3 block = {config->blockDim.x, config->blockDim.y, config->blockDim.z};
+  if (flags & XGPU_LAUNCH_COOPERATIVE) {
+    e = coop_fits(func, grid, block, config->dynamicSmemBytes);
+    if (e) return facade_ret(e);
+  }
   return facade_ret(launch_ex(k, grid, block, args, config->dynamicSmemBytes, (cudaStream_t)config->stream, flags));
 }
 
