@@ -256,25 +256,33 @@ func (d *DeviceContext) LaunchKernel(bf backend.Function, grid, block backend.Di
 		return err
 	}
 	defer d.mu.RUnlock()
-	st, err := d.streamLocked(op, s)
+	st, err := d.checkLaunch(op, bf, grid, block, s, args)
 	if err != nil {
 		return err
 	}
-	f := Function(bf)
-	if err := d.checkFunction(op, f); err != nil {
-		return err
-	}
-	if grid.X == 0 || grid.Y == 0 || grid.Z == 0 || block.X == 0 || block.Y == 0 || block.Z == 0 {
-		return backend.Errorf(name, op, cudaerr.InvalidConfiguration, "grid %v or block %v has a zero dimension", grid, block)
-	}
-	if len(args) > backend.MaxKernelArgs {
-		return backend.Errorf(name, op, cudaerr.InvalidValue, "%d bytes of arguments exceed %d", len(args), backend.MaxKernelArgs)
-	}
-	buf := append([]byte(nil), args...)
-	cu := st.cu
+	f, buf, cu := Function(bf), append([]byte(nil), args...), st.cu
 	return d.submit(op, func() error {
 		return d.drv.LaunchKernel(f, grid, block, sharedMem, cu, buf)
 	})
+}
+
+// checkLaunch checks a launch of bf on s: the stream, the function, the
+// configuration and the argument buffer's size. d.mu is held.
+func (d *DeviceContext) checkLaunch(op string, bf backend.Function, grid, block backend.Dim3, s backend.Stream, args []byte) (*stream, error) {
+	st, err := d.streamLocked(op, s)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.checkFunction(op, Function(bf)); err != nil {
+		return nil, err
+	}
+	if grid.X == 0 || grid.Y == 0 || grid.Z == 0 || block.X == 0 || block.Y == 0 || block.Z == 0 {
+		return nil, backend.Errorf(name, op, cudaerr.InvalidConfiguration, "grid %v or block %v has a zero dimension", grid, block)
+	}
+	if len(args) > backend.MaxKernelArgs {
+		return nil, backend.Errorf(name, op, cudaerr.InvalidValue, "%d bytes of arguments exceed %d", len(args), backend.MaxKernelArgs)
+	}
+	return st, nil
 }
 
 var _ backend.CooperativeLauncher = (*DeviceContext)(nil)
@@ -293,25 +301,14 @@ func (d *DeviceContext) LaunchCooperativeKernel(bf backend.Function, grid, block
 		return err
 	}
 	defer d.mu.RUnlock()
-	st, err := d.streamLocked(op, s)
+	st, err := d.checkLaunch(op, bf, grid, block, s, args)
 	if err != nil {
 		return err
-	}
-	f := Function(bf)
-	if err := d.checkFunction(op, f); err != nil {
-		return err
-	}
-	if grid.X == 0 || grid.Y == 0 || grid.Z == 0 || block.X == 0 || block.Y == 0 || block.Z == 0 {
-		return backend.Errorf(name, op, cudaerr.InvalidConfiguration, "grid %v or block %v has a zero dimension", grid, block)
-	}
-	if len(args) > backend.MaxKernelArgs {
-		return backend.Errorf(name, op, cudaerr.InvalidValue, "%d bytes of arguments exceed %d", len(args), backend.MaxKernelArgs)
 	}
 	if !d.drv.CanLaunchCooperative() {
 		return backend.Errorf(name, op, cudaerr.NotSupported, "the driver lacks cuLaunchCooperativeKernel or cuFuncGetParamInfo")
 	}
-	buf := append([]byte(nil), args...)
-	cu := st.cu
+	f, buf, cu := Function(bf), append([]byte(nil), args...), st.cu
 	return d.submit(op, func() error {
 		return d.drv.LaunchCooperativeKernel(f, grid, block, sharedMem, cu, buf)
 	})

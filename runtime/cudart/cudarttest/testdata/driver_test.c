@@ -111,19 +111,7 @@ enum {
 };
 enum { H2D = 1, D2H = 2 };
 
-static int failures;
-
-#define CHECK(cond, ...)                                    \
-  do {                                                      \
-    if (cond) {                                             \
-      printf("ok   %s\n", #cond);                           \
-    } else {                                                \
-      printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      printf(__VA_ARGS__);                                  \
-      printf("\n");                                         \
-      failures++;                                           \
-    }                                                       \
-  } while (0)
+#include "check.h"
 
 static const char *name_of(CUresult e) {
   const char *s = NULL;

@@ -101,19 +101,7 @@ cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t);
 cudaError_t cudaMemPoolSetAccess(cudaMemPool_t, const struct cudaMemAccessDesc *, size_t);
 cudaError_t cudaMemPoolGetAccess(int *, cudaMemPool_t, struct cudaMemLocation *);
 
-static int failures;
-
-#define CHECK(cond, ...)                                    \
-  do {                                                      \
-    if (cond) {                                             \
-      printf("ok   %s\n", #cond);                           \
-    } else {                                                \
-      printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      printf(__VA_ARGS__);                                  \
-      printf("\n");                                         \
-      failures++;                                           \
-    }                                                       \
-  } while (0)
+#include "check.h"
 
 #define OK(call)                                                                 \
   do {                                                                           \

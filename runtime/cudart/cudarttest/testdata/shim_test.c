@@ -75,19 +75,7 @@ cudaError_t __cudaLaunchKernel(cudaKernel_t, dim3, dim3, void **, size_t, cudaSt
 cudaError_t cudaLaunchKernel(const void *, dim3, dim3, void **, size_t, cudaStream_t);
 cudaError_t cudaFuncGetAttributes(struct cudaFuncAttributes *, const void *);
 
-static int failures;
-
-#define CHECK(cond, ...)                                    \
-  do {                                                      \
-    if (cond) {                                             \
-      printf("ok   %s\n", #cond);                           \
-    } else {                                                \
-      printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      printf(__VA_ARGS__);                                  \
-      printf("\n");                                         \
-      failures++;                                           \
-    }                                                       \
-  } while (0)
+#include "check.h"
 
 #define OK(call)                                                                             \
   do {                                                                                       \
