@@ -69,4 +69,3 @@ var h200Profile = gpuprofile.H200()
 // values it answers for numbers CUDA 13's enum no longer names.
 // Attributes it refused are absent.
 func H200Attributes() map[int]int32 { return gpuprofile.H200() }
-
