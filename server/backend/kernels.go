@@ -262,3 +262,20 @@ type HostMapper interface {
 	// after either.
 	HostFree(b HostBuffer) error
 }
+
+// PeerReducer is implemented by Devices whose Reduce can read its source
+// straight from the memory of another Device of the same Backend: a
+// kernel on this device loading over NVLink or PCIe peer access (the
+// cuda backend, where the other GPU mapped its allocations for this one),
+// or host memory (the host backend). The collectives of the devices of one
+// server reduce this way, with no copy through host memory.
+type PeerReducer interface {
+	// ReducePeer sets dst[i] = op(dst[i], src[i]) for the n elements of
+	// type t at dst, in this Device's allocations, and src, in srcDev's,
+	// queued on s of this Device. The caller orders it after the work on
+	// srcDev that writes src (an event, or a synchronize). srcDev from
+	// another Backend fails with cudaErrorInvalidDevice; one this device
+	// cannot reach directly with cudaErrorNotSupported; bad ranges as
+	// Reduce's.
+	ReducePeer(dst DevicePtr, srcDev Device, src DevicePtr, n uint64, t DType, op RedOp, s Stream) error
+}

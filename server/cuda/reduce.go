@@ -181,3 +181,47 @@ func (d *DeviceContext) elementwise(op string, n uint64, t backend.DType, s back
 
 // errNoReducer is the reducer of a gpu that has not loaded one.
 var errNoReducer = errors.New("cuda: the reduction kernels were not loaded")
+
+var _ backend.PeerReducer = (*DeviceContext)(nil)
+
+// ReducePeer is Reduce with its source in srcDev's allocations: the kernel
+// on this GPU loads it over NVLink or PCIe, which works where srcDev's GPU
+// mapped its allocations for this one (peer access; always for two
+// Devices of one GPU), and is refused with cudaErrorNotSupported
+// elsewhere rather than fault.
+func (d *DeviceContext) ReducePeer(dst backend.DevicePtr, srcDev backend.Device, src backend.DevicePtr, n uint64, t backend.DType, op backend.RedOp, s backend.Stream) error {
+	const opName = "ReducePeer"
+	sd, ok := srcDev.(*DeviceContext)
+	if !ok || sd.b != d.b {
+		return backend.Errorf(name, opName, cudaerr.InvalidDevice, "the source device is not of this backend")
+	}
+	if !t.Valid() || !op.Valid() {
+		return backend.Errorf(name, opName, cudaerr.InvalidValue, "element type %v or operator %v unknown", t, op)
+	}
+	if !sd.g.mapsFor(d.g) {
+		return backend.Errorf(name, opName, cudaerr.NotSupported, "GPU %d's memory is not mapped for GPU %d (no peer access)", sd.g.index, d.g.index)
+	}
+	return d.elementwise(opName, n, t, s, func(r *reducer) (Function, error) {
+		if err := d.checkElements(opName, "destination", dst, n, t); err != nil {
+			return 0, err
+		}
+		if err := sd.checkElements(opName, "source", src, n, t); err != nil {
+			return 0, err
+		}
+		return r.reduce[t][op], nil
+	}, uint64(dst), uint64(src), n)
+}
+
+// mapsFor reports whether g's allocations are mapped for other's kernels:
+// the same GPU, or a peer g granted access when it started.
+func (g *gpu) mapsFor(other *gpu) bool {
+	if g == other {
+		return true
+	}
+	for _, a := range g.access {
+		if a.Device == other.dev {
+			return true
+		}
+	}
+	return false
+}

@@ -259,3 +259,40 @@ func divideBytes(buf []byte, t backend.DType, divisor uint64) {
 		}
 	}
 }
+
+var _ backend.PeerReducer = (*Device)(nil)
+
+// ReducePeer is Reduce with its source in srcDev's memory, another Device
+// of this Backend (whose memory is host memory too).
+func (d *Device) ReducePeer(dst backend.DevicePtr, srcDev backend.Device, src backend.DevicePtr, n uint64, t backend.DType, op backend.RedOp, sh backend.Stream) error {
+	const opName = "ReducePeer"
+	sd, ok := srcDev.(*Device)
+	if !ok || sd.b != d.b {
+		return backend.Errorf(name, opName, cudaerr.InvalidDevice, "the source device is not of this backend")
+	}
+	s, err := d.stream(opName, sh)
+	if err != nil {
+		return err
+	}
+	if !t.Valid() || !op.Valid() {
+		return backend.Errorf(name, opName, cudaerr.InvalidValue, "element type %v or operator %v unknown", t, op)
+	}
+	if n == 0 {
+		return nil
+	}
+	a, err := d.elements(opName, "dst", dst, n, t)
+	if err != nil {
+		return err
+	}
+	if err := sd.check(opName); err != nil {
+		return err
+	}
+	b, err := sd.elements(opName, "src", src, n, t)
+	if err != nil {
+		return err
+	}
+	return d.enqueue(opName, s, task{kind: opKernel, kern: func() cudaerr.Error {
+		reduceBytes(a, b, t, op)
+		return cudaerr.Success
+	}})
+}

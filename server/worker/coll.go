@@ -128,6 +128,10 @@ type commState struct {
 	mu      sync.Mutex // guards the maps below, and links while connecting
 	readies map[msgKey]*readyMsg
 	recvs   map[msgKey]*recvMsg
+
+	devLocal bool                   // all-reduces run on the devices (colllocal.go)
+	lmu      sync.Mutex             // guards lrounds
+	lrounds  map[uint64]*localRound // device all-reduces some ranks have reached, by sequence
 }
 
 func (cs *commState) local(r int) bool {
@@ -322,6 +326,7 @@ func (w *Worker) newComm(id, self uint64, ci *calls.CommInit) (*commState, error
 		cs.execs[r] = ex
 	}
 	cs.live.Store(int32(len(cs.execs)))
+	cs.devLocal = cs.deviceLocal(opts)
 
 	cw := &w.coll
 	cw.mu.Lock()
@@ -445,6 +450,7 @@ type rankExec struct {
 	comm *collective.Comm
 	ep   *endpoint
 	s    backend.Stream // private stream of the staging copies and reductions
+	lseq uint64         // device all-reduces this rank ran (colllocal.go); its loop only
 	red  *devReducer    // reduces on the device; nil: on the CPU, staging from the worker's pool
 
 	ctx    context.Context // done on abort or when the session ends
@@ -606,6 +612,9 @@ func (ex *rankExec) run(j *collJob) {
 func (ex *rankExec) exec(j *collJob) error {
 	if j.group != nil {
 		return ex.execGroup(j)
+	}
+	if ex.isLocalAllReduce(j) {
+		return ex.localAllReduce(j)
 	}
 	cs, d := ex.cs, ex.d.dev
 	es := uint64(j.dt.Size())

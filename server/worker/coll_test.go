@@ -848,3 +848,44 @@ func TestCommInitTwoRanksOneGPU(t *testing.T) {
 	errs := cl.commInit(t, newCommID(t), []uint32{0, 1}, calls.CommOptions{})
 	wantCode(t, "CommInit", errs[0], cudaerr.InvalidValue)
 }
+
+// TestCollectiveDeviceAllReduce: a communicator whose ranks are all on one
+// worker runs its all-reduces on the devices (peer reductions and peer
+// copies), every operator, in and out of place, uneven counts; forcing a
+// network algorithm takes the staged path, with the same results.
+func TestCollectiveDeviceAllReduce(t *testing.T) {
+	cl := newCollCluster(t, 3)
+	devs := []uint32{0, 1, 2}
+	w := cl.workers[0].w
+	id := cl.mustCommInit(t, devs, calls.CommOptions{})
+	before := w.CollectiveStats()
+	for _, op := range collective.Ops {
+		for _, count := range []int{1, 2, 7, 1000, 70_001} {
+			for _, inPlace := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%v/%d/inplace=%v", op, count, inPlace), func(t *testing.T) {
+					runColl(t, cl, id, devs, calls.CollAllReduce, collective.I32, op, count, inPlace)
+				})
+			}
+		}
+	}
+	runColl(t, cl, id, devs, calls.CollAllReduce, collective.F32, collective.Sum, 4097, false)
+	after := w.CollectiveStats()
+	if n := after.DeviceReductions - before.DeviceReductions; n != uint64(len(collective.Ops)*10+1) {
+		t.Errorf("%d all-reduces ran on the devices, want %d", n, len(collective.Ops)*10+1)
+	}
+	if after.HostReductions != before.HostReductions {
+		t.Errorf("%d reductions on the CPU", after.HostReductions-before.HostReductions)
+	}
+	// Other operations of the same communicator still take the staged path.
+	runColl(t, cl, id, devs, calls.CollReduceScatter, collective.I32, collective.Sum, 1000, false)
+	runColl(t, cl, id, devs, calls.CollBroadcast, collective.I32, collective.Sum, 1000, true)
+
+	t.Run("ring forced", func(t *testing.T) {
+		rid := cl.mustCommInit(t, devs, calls.CommOptions{Algo: uint8(collective.Ring)})
+		b := w.CollectiveStats().DeviceReductions
+		runColl(t, cl, rid, devs, calls.CollAllReduce, collective.I32, collective.Max, 7001, false)
+		if w.CollectiveStats().DeviceReductions != b {
+			t.Error("a ring-forced all-reduce ran as a device all-reduce")
+		}
+	})
+}

@@ -155,6 +155,43 @@ func RunReduce(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		must(t, "HostFree", hm.HostFree(a))
 	})
 
+	t.Run("source on a peer device", func(t *testing.T) {
+		pr, ok := d.(backend.PeerReducer)
+		if !ok {
+			t.Skipf("the %s backend's Device does not implement backend.PeerReducer", e.b.Name())
+		}
+		if len(e.infos) < 2 {
+			t.Skip("one device")
+		}
+		d2 := e.open(1, quota)
+		const m = 5000
+		a, b := make([]byte, 4*m), make([]byte, 4*m)
+		for i := range m {
+			binary.LittleEndian.PutUint32(a[4*i:], uint32(i))
+			binary.LittleEndian.PutUint32(b[4*i:], uint32(7*i+1))
+		}
+		x := malloc(t, d, 4*m)
+		y := malloc(t, d2, 4*m)
+		upload(t, d, x, a)
+		upload(t, d2, y, b)
+		err := pr.ReducePeer(x, d2, y, m, backend.U32, backend.Sum, s)
+		if cudaerr.Code(err) == cudaerr.NotSupported {
+			t.Skipf("no peer access between the two devices: %v", err)
+		}
+		must(t, "ReducePeer", err)
+		must(t, "StreamSynchronize", d.StreamSynchronize(ctx(t), s))
+		got := download(t, d, x, 4*m)
+		for i := range m {
+			if v := binary.LittleEndian.Uint32(got[4*i:]); v != uint32(8*i+1) {
+				t.Fatalf("element %d = %d, want %d", i, v, 8*i+1)
+			}
+		}
+		wantErr(t, pr.ReducePeer(x, d2, y, m+1, backend.U32, backend.Sum, s), "ReducePeer", cudaerr.InvalidValue)
+		wantErr(t, pr.ReducePeer(x, d2, x, 4, backend.U32, backend.Sum, s), "ReducePeer", cudaerr.InvalidValue)
+		wantErr(t, pr.ReducePeer(x, nil, y, 4, backend.U32, backend.Sum, s), "ReducePeer", cudaerr.InvalidDevice)
+		wantErr(t, pr.ReducePeer(x, d2, y, 4, backend.DType(42), backend.Sum, s), "ReducePeer", cudaerr.InvalidValue)
+	})
+
 	t.Run("bad calls", func(t *testing.T) {
 		tests := []struct {
 			name string
