@@ -150,6 +150,7 @@ func (v vmm) back(p, size uint64) (MemHandle, error) {
 		// cuMemcpyPeerAsync).
 		if drv.MemSetAccess(DevicePtr(p), size, v.g.access[0]) == nil {
 			v.g.access = v.g.access[:1]
+			v.g.peersMapped.Store(false)
 			err = nil
 		}
 	}

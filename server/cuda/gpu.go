@@ -26,6 +26,12 @@ type gpu struct {
 	exec   *Executor
 	gran   uint64       // VMM allocation granularity
 	access []AccessDesc // read-write access for this device, then its peers
+	// peersMapped lists the peers access granted when the gpu started
+	// (fixed), and stays true while new allocations are still mapped for
+	// them (vmm.back stops asking after a refusal): what ReducePeer may
+	// rely on.
+	peerDevs    []Device
+	peersMapped atomic.Bool
 
 	// waitValue is set when host functions run off the driver's callback
 	// thread: the stream is held by a stream memory wait until the function
@@ -93,8 +99,10 @@ func startGPU(drv *Driver, index int, dev Device, peers []Device, cfg Config) (*
 		for _, p := range peers {
 			if ok, err := drv.DeviceCanAccessPeer(dev, p); err == nil && ok {
 				g.access = append(g.access, AccessDesc{Device: p, Flags: AccessReadWrite})
+				g.peerDevs = append(g.peerDevs, p)
 			}
 		}
+		g.peersMapped.Store(len(g.peerDevs) > 0)
 		g.waitValue.Store(g.probeWaitValue())
 		if g.syncStream, err = drv.StreamCreate(StreamNonBlocking, 0); err != nil {
 			return err

@@ -218,8 +218,11 @@ func (g *gpu) mapsFor(other *gpu) bool {
 	if g == other {
 		return true
 	}
-	for _, a := range g.access {
-		if a.Device == other.dev {
+	if !g.peersMapped.Load() {
+		return false
+	}
+	for _, p := range g.peerDevs {
+		if p == other.dev {
 			return true
 		}
 	}
