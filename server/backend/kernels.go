@@ -278,4 +278,7 @@ type PeerReducer interface {
 	// cannot reach directly with cudaErrorNotSupported; bad ranges as
 	// Reduce's.
 	ReducePeer(dst DevicePtr, srcDev Device, src DevicePtr, n uint64, t DType, op RedOp, s Stream) error
+	// CanReducePeer reports whether ReducePeer can read srcDev's memory
+	// (it may stop being so later: ReducePeer still checks).
+	CanReducePeer(srcDev Device) bool
 }

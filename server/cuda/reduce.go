@@ -228,3 +228,10 @@ func (g *gpu) mapsFor(other *gpu) bool {
 	}
 	return false
 }
+
+// CanReducePeer reports whether srcDev, of this Backend, has its GPU's
+// allocations mapped for this one's kernels.
+func (d *DeviceContext) CanReducePeer(srcDev backend.Device) bool {
+	sd, ok := srcDev.(*DeviceContext)
+	return ok && sd.b == d.b && sd.g.mapsFor(d.g) && d.g.red.err == nil
+}

@@ -296,3 +296,9 @@ func (d *Device) ReducePeer(dst backend.DevicePtr, srcDev backend.Device, src ba
 		return cudaerr.Success
 	}})
 }
+
+// CanReducePeer reports whether srcDev is another Device of this Backend.
+func (d *Device) CanReducePeer(srcDev backend.Device) bool {
+	sd, ok := srcDev.(*Device)
+	return ok && sd.b == d.b
+}

@@ -45,11 +45,17 @@ func (cs *commState) deviceLocal(opts collective.Options) bool {
 		return false
 	}
 	for _, ex := range cs.execs {
-		if _, ok := ex.d.dev.(backend.PeerReducer); !ok {
+		pr, ok := ex.d.dev.(backend.PeerReducer)
+		if !ok {
 			return false
 		}
 		if _, ok := ex.d.dev.(backend.Reducer); !ok {
 			return false
+		}
+		for _, other := range cs.execs {
+			if other != ex && !pr.CanReducePeer(other.d.dev) {
+				return false // GPUs without peer access: the staged path
+			}
 		}
 	}
 	return true

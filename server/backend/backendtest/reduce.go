@@ -174,10 +174,14 @@ func RunReduce(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		y := malloc(t, d2, 4*m)
 		upload(t, d, x, a)
 		upload(t, d2, y, b)
-		err := pr.ReducePeer(x, d2, y, m, backend.U32, backend.Sum, s)
-		if cudaerr.Code(err) == cudaerr.NotSupported {
-			t.Skipf("no peer access between the two devices: %v", err)
+		if !pr.CanReducePeer(d2) {
+			wantErr(t, pr.ReducePeer(x, d2, y, m, backend.U32, backend.Sum, s), "ReducePeer", cudaerr.NotSupported)
+			t.Skip("no peer access between the two devices")
 		}
+		if pr.CanReducePeer(nil) {
+			t.Error("CanReducePeer(nil) = true")
+		}
+		err := pr.ReducePeer(x, d2, y, m, backend.U32, backend.Sum, s)
 		must(t, "ReducePeer", err)
 		must(t, "StreamSynchronize", d.StreamSynchronize(ctx(t), s))
 		got := download(t, d, x, 4*m)
