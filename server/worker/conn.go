@@ -158,15 +158,17 @@ func (c *conn) linger(stop <-chan struct{}) {
 
 // reply queues a reply to r; flush sends it (and everything queued) now.
 // Write errors are ignored: they mean the connection is dead, which its
-// reader reports. It ends r's span and counts a failure.
+// reader reports. It ends r's span, before the reply leaves, so that a
+// caller that goes on when it has the reply finds the span ended, and
+// counts a failure.
 func (c *conn) reply(r req, status int32, v1, v2 uint64, data []byte, flush bool) {
-	c.writeReply(r, status, v1, v2, data, flush)
-	if status != 0 && status != int32(cudaerr.NotReady) { // NotReady answers a query; it is no failure
-		c.w.m.CallError(r.op)
-	}
 	if r.span != nil {
 		telemetry.EndStatus(r.span, cudaerr.Error(status))
 	}
+	if status != 0 && status != int32(cudaerr.NotReady) { // NotReady answers a query; it is no failure
+		c.w.m.CallError(r.op)
+	}
+	c.writeReply(r, status, v1, v2, data, flush)
 }
 
 func (c *conn) writeReply(r req, status int32, v1, v2 uint64, data []byte, flush bool) {
