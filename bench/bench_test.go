@@ -118,6 +118,7 @@ func TestRunTiny(t *testing.T) {
 	want := []string{
 		"sync/d2h-4B", "sync/stream-synchronize", "async/memset-256B",
 		"h2d/128KiB", "h2d/1MiB", "d2h/128KiB", "d2h/1MiB", "peer/128KiB", "peer/1MiB",
+		"allreduce/2x1/128KiB", "allreduce/2x1/1MiB",
 		"transport/quic-1-stream/256KiB", "transport/striped-1-lane/256KiB", "transport/striped-2-lanes/256KiB",
 		"transport/striped-4-lanes/256KiB", "transport/striped-8-lanes/256KiB",
 	}
@@ -164,6 +165,13 @@ func TestRunTiny(t *testing.T) {
 				}
 				if want := wantPeerBaseline(lanes); r.BaselineName != want {
 					t.Errorf("peer baseline %q, want %q", r.BaselineName, want)
+				}
+			case GroupAllReduce:
+				if r.ClientPayloadBytes == nil || *r.ClientPayloadBytes != 0 {
+					t.Errorf("client payload bytes %v, want 0", r.ClientPayloadBytes)
+				}
+				if want := wantLinkBound(lanes); r.BaselineName != want {
+					t.Errorf("allreduce baseline %q, want %q", r.BaselineName, want)
 				}
 			case GroupH2D, GroupD2H:
 				if r.Unit != UnitGBps || r.Bytes == 0 || r.BaselineName != "one TCP connection" {

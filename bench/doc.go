@@ -12,7 +12,10 @@
 // devices of two servers against raw bulk between two processes, pushed
 // through a local lane when the workers' link uses one (Env.WorkerPath)
 // and over QUIC otherwise, with the payload bytes the client saw (which
-// must be zero); and the transport alone, one raw QUIC stream, striped
+// must be zero); an in-place f32 sum all-reduce over the ranks of
+// Env.Ranks (bus bandwidth, algbw * 2(n-1)/n) against its link bound, the
+// two baseline peers pushing to each other at once on the workers' path;
+// and the transport alone, one raw QUIC stream, striped
 // QUIC over one to eight lanes and a local lane, against TCP. Where the
 // platform has no local lanes (peers.ErrLocalUnsupported) every reference
 // is QUIC, and its name says so.
@@ -26,6 +29,9 @@
 // transfer on the session's path as reference (and the staging overlap,
 // Overlap), and peer
 // copies within one server (the peer-local group) against cudaMemcpyPeer.
+// With Env.NCCL (StartNCCL: examples/bench/nccl_allreduce.py, NCCL through
+// torch.distributed, one process per GPU) the all-reduce compares with NCCL
+// on the same GPUs, the link bound kept as reference.
 // The transport figures stay as references. Each native measurement is one
 // NativeCommand, sent once per round between xgpu's, so every ratio comes
 // from one run.

@@ -21,6 +21,9 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(nativeEnv); mode != "" {
 		os.Exit(fakeNativeMain(mode, os.Stdin, os.Stdout, os.Stderr))
 	}
+	if mode := os.Getenv(ncclEnv); mode != "" {
+		os.Exit(fakeNCCLMain(mode, os.Args[1:], os.Stdin, os.Stdout))
+	}
 	if os.Getenv(workerEnv) == "1" {
 		if err := worker.Main(context.Background(), os.Stdin, os.Stdout, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, err)

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,6 +55,13 @@ const (
 	// device Peer, each followed by a synchronize of Dev (as xgpu's
 	// MemcpyPeer returns once the copy is done): GB/s over the whole.
 	NativePeer = "peer"
+	// NativeAllReduce is an operation of the NCCL baseline
+	// (examples/bench/nccl_allreduce.py, StartNCCL), not of the native
+	// program: Count in-place float32 sum all-reduces of Bytes on every
+	// rank, back to back, until every rank has synchronized. Its figure
+	// is the bus bandwidth, Count*Bytes/time * 2(n-1)/n over n ranks, in
+	// GB/s. Dev and Peer are unused.
+	NativeAllReduce = "allreduce"
 )
 
 // nativeOps maps each operation to the unit of its figures.
@@ -68,6 +76,7 @@ var nativeOps = map[string]string{
 	NativeD2HPageable: UnitGBps,
 	NativeD2HPinned:   UnitGBps,
 	NativePeer:        UnitGBps,
+	NativeAllReduce:   UnitGBps,
 }
 
 // NativeUnit returns the unit of op's figures, or "" for an unknown
@@ -240,8 +249,12 @@ const (
 // NativeConfig starts the native program.
 type NativeConfig struct {
 	// Path is the native program: examples/bench/cudabench.cu built with
-	// `nvcc -O2 -arch=sm_90 -cudart=shared`. Required.
+	// `nvcc -O2 -arch=sm_90 -cudart=shared` (or, for StartNCCL, the
+	// Python interpreter). Required.
 	Path string
+	// Args are the program's arguments before "serve" (StartNCCL: the
+	// script and its options). Zero: none.
+	Args []string
 	// Env is added to this process's environment for the program (e.g.
 	// CUDA_VISIBLE_DEVICES, so that its devices are the servers' GPUs).
 	// Zero: this process's environment.
@@ -285,7 +298,7 @@ func StartNative(ctx context.Context, cfg NativeConfig) (*NativeProgram, error) 
 	if err := ctx.Err(); err != nil {
 		return nil, context.Cause(ctx)
 	}
-	cmd := exec.Command(cfg.Path, "serve")
+	cmd := exec.Command(cfg.Path, append(slices.Clone(cfg.Args), "serve")...)
 	if len(cfg.Env) > 0 {
 		cmd.Env = append(os.Environ(), cfg.Env...)
 	}

@@ -295,7 +295,8 @@ func TestPlan(t *testing.T) {
 	cuda := host
 	cuda.Native, cuda.DevA2 = &fakeNative{}, 2
 	oneGPU := Env{DevA: 0, DevB: 0, Native: &fakeNative{},
-		Skip: map[string]string{GroupPeer: "needs 2 GPUs", GroupPeerLocal: "needs 2 GPUs"}}
+		Skip: map[string]string{GroupPeer: "needs 2 GPUs", GroupPeerLocal: "needs 2 GPUs", GroupAllReduce: "needs 2 GPUs"}}
+	nccl := Env{DevA: 0, DevB: 1, NCCL: &fakeNative{}}
 	tests := []struct {
 		name    string
 		env     Env
@@ -304,15 +305,22 @@ func TestPlan(t *testing.T) {
 		skipped []string
 		err     string
 	}{
-		{"host, every group", host, nil, []string{"sync", "async", "h2d", "d2h", "peer", "transport"}, nil, ""},
+		{"host, every group", host, nil, []string{"sync", "async", "h2d", "d2h", "peer", "allreduce", "transport"}, nil, ""},
 		{"host, some groups", host, []string{"peer", "sync"}, []string{"sync", "peer"}, nil, ""},
 		{"host, a native group by name", host, []string{"sync", "launch"}, nil, nil, "launch group needs a native baseline"},
 		{"cuda, every group", cuda, nil, Groups, nil, ""},
-		{"cuda, one GPU", oneGPU, nil, []string{"sync", "async", "launch", "h2d", "d2h", "transport"}, []string{"peer-local", "peer"}, ""},
+		{"cuda, one GPU", oneGPU, nil, []string{"sync", "async", "launch", "h2d", "d2h", "transport"}, []string{"peer-local", "peer", "allreduce"}, ""},
 		{"cuda, one GPU, a skipped group by name", oneGPU, []string{"peer", "h2d"}, []string{"h2d"}, []string{"peer"}, ""},
 		{"peer without PeerB", Env{DevB: 1}, []string{"peer"}, nil, nil, "needs Env.PeerB"},
 		{"peer on one device", Env{PeerB: PeerInfo{QUIC: "b"}}, []string{"peer"}, nil, nil, "needs two devices"},
 		{"peer-local on one device", Env{Native: &fakeNative{}}, []string{"peer-local"}, nil, nil, "two devices of one server"},
+		{"allreduce, 2x2", Env{Ranks: []int{0, 2, 1, 3}, PeerB: PeerInfo{QUIC: "b"}}, []string{"allreduce"}, []string{"allreduce"}, nil, ""},
+		{"allreduce with NCCL, no PeerB", nccl, []string{"allreduce"}, []string{"allreduce"}, nil, ""},
+		{"allreduce on one device", Env{Ranks: []int{3}, PeerB: PeerInfo{QUIC: "b"}}, []string{"allreduce"}, nil, nil, "at least two devices"},
+		{"allreduce on DevA twice", Env{PeerB: PeerInfo{QUIC: "b"}}, []string{"allreduce"}, nil, nil, "device 0 is rank 0 and rank 1"},
+		{"allreduce, a device twice", Env{Ranks: []int{0, 1, 0}, PeerB: PeerInfo{QUIC: "b"}}, []string{"allreduce"}, nil, nil, "device 0 is rank 0 and rank 2"},
+		{"allreduce, negative device", Env{Ranks: []int{0, -1}, PeerB: PeerInfo{QUIC: "b"}}, []string{"allreduce"}, nil, nil, "rank 1 on device -1"},
+		{"allreduce without PeerB or NCCL", Env{DevB: 1}, []string{"allreduce"}, nil, nil, "needs Env.PeerB (its link bound) or Env.NCCL"},
 		{"skip of an unknown group", Env{Skip: map[string]string{"kernels": "x"}}, nil, nil, nil, `unknown group "kernels"`},
 		{"unknown worker path", Env{WorkerPath: PathLocalLane + 1}, nil, nil, nil, "WorkerPath Path(3) is not a path"},
 		{"negative worker path", Env{WorkerPath: -1}, nil, nil, nil, "is not a path"},

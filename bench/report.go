@@ -54,7 +54,7 @@ type Skipped struct {
 // the same run, interleaved with it, and their ratio.
 type Result struct {
 	Name   string `json:"name"`   // group/what[/size], e.g. "h2d/64MiB"
-	Group  string `json:"group"`  // sync, async, h2d, d2h, peer, transport
+	Group  string `json:"group"`  // one of Groups: sync, async, launch, h2d, d2h, peer-local, peer, allreduce, transport
 	Unit   string `json:"unit"`   // UnitMicros, UnitRate or UnitGBps
 	Better string `json:"better"` // "lower" or "higher": which way xgpu is faster
 	Bytes  int64  `json:"bytes,omitempty"`
@@ -91,9 +91,9 @@ type Result struct {
 	// Overlap relates a cuda run's h2d or d2h copy to its two stages.
 	Overlap *Overlap `json:"overlap,omitempty"`
 
-	// ClientPayloadBytes is, for copies between devices of two servers,
-	// the copy payload that crossed the client's connections during the
-	// case (runtime Stats): it must be 0.
+	// ClientPayloadBytes is, for copies between devices of two servers
+	// and for all-reduces, the copy payload that crossed the client's
+	// connections during the case (runtime Stats): it must be 0.
 	ClientPayloadBytes *uint64 `json:"client_payload_bytes,omitempty"`
 
 	Rounds  int `json:"rounds"`
@@ -226,6 +226,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if c.Group == GroupTransport {
 			what += "xgpu column: xgpu's transport alone (quic-1-stream: one raw QUIC stream; striped-N: peers SendBulk over N lanes; " +
 				"local-lane: peers SendBulk through a local lane, shared memory); "
+		}
+		if c.Group == GroupAllReduce {
+			what += "xgpu: " + c.XGPUName + "; "
 		}
 		what += "baseline: " + c.BaselineName
 		if c.ReferenceName != "" {

@@ -24,11 +24,12 @@ const (
 	GroupD2H       = "d2h"        // device to host copies
 	GroupPeerLocal = "peer-local" // device to device copies within one server (native runs)
 	GroupPeer      = "peer"       // device to device copies between two servers
+	GroupAllReduce = "allreduce"  // all-reduce bus bandwidth over a communicator of several devices
 	GroupTransport = "transport"  // the data-plane transport's bulk lanes against TCP
 )
 
 // Groups lists every case group in the order Run measures them.
-var Groups = []string{GroupSync, GroupAsync, GroupLaunch, GroupH2D, GroupD2H, GroupPeerLocal, GroupPeer, GroupTransport}
+var Groups = []string{GroupSync, GroupAsync, GroupLaunch, GroupH2D, GroupD2H, GroupPeerLocal, GroupPeer, GroupAllReduce, GroupTransport}
 
 // NativeGroups are the groups whose only baseline is native CUDA: a run
 // without Env.Native leaves them out (and refuses them when asked for).
@@ -58,8 +59,9 @@ var transportLanes = []int{1, 2, 4, peers.DefaultBulkLanes}
 
 // Options select what Run measures. The zero value is a full run.
 type Options struct {
-	// Sizes are the copy sizes of the h2d, d2h and peer groups, in
-	// bytes, each at most MaxSize. Zero: DefaultSizes.
+	// Sizes are the copy sizes of the h2d, d2h, peer-local and peer
+	// groups and the all-reduce sizes of the allreduce group, in bytes,
+	// each at most MaxSize. Zero: DefaultSizes.
 	Sizes []int64 `json:"sizes"`
 	// Groups are the case groups to run (see Groups). Zero: all that
 	// the Env can run (no NativeGroups without Env.Native). In a Report:
@@ -154,6 +156,18 @@ type Env struct {
 	// of the peer-local group, which needs it to differ from DevA. Zero:
 	// device 0.
 	DevA2 int
+	// Ranks are the logical devices of the allreduce group's
+	// communicator, rank r on Ranks[r], at least two. The case names
+	// count them per server: allreduce/2x2/<size> is two servers with
+	// two ranks each. The link bound, the group's host baseline, needs
+	// the ranks on exactly two servers (PeerA and PeerB stand for their
+	// workers). Zero: DevA and DevB.
+	Ranks []int
+	// NCCL is the allreduce group's native baseline on a GPU machine:
+	// NCCL through torch.distributed (StartNCCL), one process per GPU of
+	// Ranks in the same order. With it the link bound is the reference.
+	// Zero (nil): the link bound is the baseline (a host run).
+	NCCL Native
 	// Native measures the native CUDA baselines of a run on the cuda
 	// backend (NativeProgram): with it, the sync, async, h2d, d2h and
 	// peer-local groups compare xgpu with native CUDA on the same GPUs
@@ -260,6 +274,11 @@ func plan(env Env, asked []string) ([]string, []Skipped, error) {
 	case slices.Contains(run, GroupPeerLocal) && env.DevA == env.DevA2:
 		return nil, nil, errors.New("bench: the peer-local group needs two devices of one server (Env.DevA, Env.DevA2)")
 	}
+	if slices.Contains(run, GroupAllReduce) {
+		if err := checkAllReduce(env); err != nil {
+			return nil, nil, err
+		}
+	}
 	return run, skipped, nil
 }
 
@@ -309,6 +328,8 @@ func Run(ctx context.Context, env Env, opt Options) (*Report, error) {
 			err = r.launchGroup()
 		case GroupH2D, GroupD2H, GroupPeerLocal, GroupPeer:
 			err = r.copyGroup(g)
+		case GroupAllReduce:
+			err = r.allReduceGroup()
 		case GroupTransport:
 			err = r.transportGroup()
 		}
@@ -331,6 +352,8 @@ type runner struct {
 	pc    *peerClient // default transport to PeerA
 	tcp   *tcpClient  // one TCP connection to PeerA
 	lanes map[int]*peerClient
+
+	pcB *peerClient // transport to PeerB, dialled by the allreduce group
 
 	// local is a connection to PeerA with a local lane joined, dialled on
 	// first use (localPeer); localErr is why there is none, once tried.
@@ -418,6 +441,9 @@ func (r *runner) close() {
 	}
 	if r.pc != nil {
 		_ = r.pc.close()
+	}
+	if r.pcB != nil {
+		_ = r.pcB.close()
 	}
 	if r.tcp != nil {
 		_ = r.tcp.close()
@@ -555,9 +581,13 @@ func timed(units float64, f func() error) rateMethod {
 }
 
 // nativeRate has the native program run cmd, which times itself.
-func (r *runner) nativeRate(cmd NativeCommand) rateMethod {
+func (r *runner) nativeRate(cmd NativeCommand) rateMethod { return r.rateOf(r.env.Native, cmd) }
+
+// rateOf has nat (the native program, or the NCCL baseline) run cmd,
+// which times itself.
+func (r *runner) rateOf(nat Native, cmd NativeCommand) rateMethod {
 	return func() (float64, error) {
-		figs, err := r.env.Native.Measure(r.ctx, cmd)
+		figs, err := nat.Measure(r.ctx, cmd)
 		if err != nil {
 			return 0, err
 		}
@@ -857,9 +887,22 @@ func (r *runner) hostPath() (*peerClient, string, error) {
 // small push sets it up; where the peers have no local lanes the push
 // goes over QUIC, named so.
 func (r *runner) peerPath() (bool, string, error) {
-	lane := r.env.WorkerPath == PathLocalLane || r.env.WorkerPath == PathAuto && r.onLane(r.env.DevA, r.env.DevB)
+	return r.linkPath([]int{r.env.DevA, r.env.DevB}, false)
+}
+
+// linkPath reports whether raw bulk between the baseline peers, standing
+// for the workers of devs, goes through a local lane (Env.WorkerPath;
+// PathAuto: when the client's sessions with all of them use one), and
+// names it. When a lane is wanted, one small push from A to B sets it up,
+// and if both, one from B to A too (r.pcB); where the peers have no local
+// lanes the pushes go over QUIC, named so.
+func (r *runner) linkPath(devs []int, both bool) (bool, string, error) {
+	lane := r.env.WorkerPath == PathLocalLane || r.env.WorkerPath == PathAuto && r.onLane(devs...)
 	if lane {
 		err := r.pc.push(1, r.env.PeerB, true)
+		if err == nil && both {
+			err = r.pcB.push(1, r.env.PeerA, true)
+		}
 		switch {
 		case err == nil:
 			return true, nameLocalLanePP, nil
@@ -960,13 +1003,25 @@ func (r *runner) copyMethods(g string) ([]copyMethod, error) {
 // copyGroup measures the copies of group g (h2d, d2h, peer-local or
 // peer) at every size.
 func (r *runner) copyGroup(g string) error {
-	sizes := slices.Sorted(slices.Values(r.opt.Sizes))
 	methods, err := r.copyMethods(g)
 	if err != nil {
 		return err
 	}
-	// One untimed copy of the largest size per method warms the
-	// connections and faults in every buffer: each case copies a prefix
+	return r.sizedCases(g, g+"/", slices.Sorted(slices.Values(r.opt.Sizes)), methods, g == GroupPeer, func(res *Result) {
+		if r.native() && (g == GroupH2D || g == GroupD2H) {
+			res.Overlap = overlapOf(res.XGPU, res.Reference, res.Extra[0].Value)
+		}
+	})
+}
+
+// sizedCases measures methods (xgpu's first) at every size of sizes, in
+// increasing order, and records one case of group g per size, named
+// prefix and the size; with payload it records the copy payload that
+// crossed the client's connections during each (Result.ClientPayloadBytes);
+// finish, if not nil, completes each Result before it is recorded.
+func (r *runner) sizedCases(g, prefix string, sizes []int64, methods []copyMethod, payloadCheck bool, finish func(*Result)) error {
+	// One untimed round of the largest size per method warms the
+	// connections and faults in every buffer: each case works on a prefix
 	// of the same memory.
 	for _, m := range methods {
 		if _, err := m.round(sizes[len(sizes)-1], 1)(); err != nil {
@@ -985,7 +1040,7 @@ func (r *runner) copyGroup(g string) error {
 			return err
 		}
 		res := Result{
-			Name: g + "/" + SizeName(n), Group: g, Unit: UnitGBps, Bytes: n,
+			Name: prefix + SizeName(n), Group: g, Unit: UnitGBps, Bytes: n,
 			Rounds: r.opt.Rounds, Samples: r.opt.Rounds * reps,
 		}
 		for i, m := range methods {
@@ -1000,12 +1055,12 @@ func (r *runner) copyGroup(g string) error {
 				res.Extra = append(res.Extra, Extra{Name: m.name, Value: rs[i], Ratio: ratio(rs[0], rs[i])})
 			}
 		}
-		if g == GroupPeer {
+		if payloadCheck {
 			moved := payload(r.c.Stats()) - before
 			res.ClientPayloadBytes = &moved
 		}
-		if r.native() && (g == GroupH2D || g == GroupD2H) {
-			res.Overlap = overlapOf(res.XGPU, res.Reference, res.Extra[0].Value)
+		if finish != nil {
+			finish(&res)
 		}
 		r.add(res)
 	}

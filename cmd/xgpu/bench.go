@@ -29,8 +29,15 @@ type benchConfig struct {
 	native  string // cuda: the native program
 	gpus    string // cuda: --gpus, as CUDA_VISIBLE_DEVICES takes it ("" unless given)
 	gpusSet bool
+	python  string // cuda: --nccl-python, the interpreter of the NCCL baseline
+	script  string // cuda: --nccl-script, examples/bench/nccl_allreduce.py
+	ncclSet bool   // --nccl-python or --nccl-script given
 	opt     bench.Options
 }
+
+// defaultNCCLScript is the NCCL baseline script, relative to the root of
+// the working tree, where make bench runs.
+const defaultNCCLScript = "examples/bench/nccl_allreduce.py"
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench", "[flags]", stderr)
@@ -44,7 +51,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logDir := fs.String("log-dir", "", "directory for the started processes' logs (default: a temporary directory, removed after a successful run)")
 	backend := fs.String("backend", "host", "servers' device backend: host (emulated devices; transport baselines) or cuda (this machine's GPUs; native CUDA baselines from --native)")
 	native := fs.String("native", "", "cuda: the native baseline program, examples/bench/cudabench.cu built with nvcc (make bench builds it)")
-	gpus := fs.String("gpus", "", "cuda: the GPUs to use, as CUDA_VISIBLE_DEVICES names them (indices or UUIDs, comma-separated); the first two go to server A, the third (or the second) to server B (default: CUDA_VISIBLE_DEVICES, or every GPU)")
+	gpus := fs.String("gpus", "", "cuda: the GPUs to use, as CUDA_VISIBLE_DEVICES names them (indices or UUIDs, comma-separated); the first two go to server A, the third (or the second) to server B, and for the allreduce group the fourth too (default: CUDA_VISIBLE_DEVICES, or every GPU)")
+	python := fs.String("nccl-python", bench.DefaultNCCLPython, "cuda: the Python interpreter, with torch, of the allreduce group's NCCL baseline (the group is skipped, with the reason, where it lacks torch, CUDA or NCCL)")
+	script := fs.String("nccl-script", defaultNCCLScript, "cuda: the allreduce group's NCCL baseline script")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -52,15 +61,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return errUsage
 	}
-	cfg := benchConfig{backend: *backend, native: *native, gpus: *gpus}
-	fs.Visit(func(f *flag.Flag) { cfg.gpusSet = cfg.gpusSet || f.Name == "gpus" })
+	cfg := benchConfig{backend: *backend, native: *native, gpus: *gpus, python: *python, script: *script}
+	fs.Visit(func(f *flag.Flag) {
+		cfg.gpusSet = cfg.gpusSet || f.Name == "gpus"
+		cfg.ncclSet = cfg.ncclSet || f.Name == "nccl-python" || f.Name == "nccl-script"
+	})
 	switch {
 	case cfg.backend != "host" && cfg.backend != "cuda":
 		return fmt.Errorf("--backend %q: want host or cuda", cfg.backend)
 	case cfg.backend == "cuda" && cfg.native == "":
 		return errors.New("--backend cuda needs --native, the native baseline program (make bench builds it with nvcc)")
-	case cfg.backend == "host" && (cfg.native != "" || cfg.gpusSet):
-		return errors.New("--native and --gpus need --backend cuda")
+	case cfg.backend == "host" && (cfg.native != "" || cfg.gpusSet || cfg.ncclSet):
+		return errors.New("--native, --gpus, --nccl-python and --nccl-script need --backend cuda")
+	case cfg.python == "" || cfg.script == "":
+		return errors.New("--nccl-python and --nccl-script must not be empty")
 	}
 	if cfg.native != "" {
 		if st, err := os.Stat(cfg.native); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
@@ -165,8 +179,10 @@ func benchCluster(ctx context.Context, dir string, cfg benchConfig, stderr io.Wr
 		sizes = bench.DefaultSizes
 	}
 	largest := max(slices.Max(sizes), bench.DefaultTransportSize)
-	// Every copy lands in one allocation of the largest size per device.
-	memory := max(uint64(2<<30), 2*uint64(largest))
+	// Every copy lands in one allocation of the largest size per device,
+	// and the allreduce group takes one more on each of its devices.
+	memory := max(uint64(2<<30), 3*uint64(largest))
+	allReduce := len(cfg.opt.Groups) == 0 || slices.Contains(cfg.opt.Groups, bench.GroupAllReduce)
 
 	var children []*child
 	defer func() {
@@ -210,17 +226,25 @@ func benchCluster(ctx context.Context, dir string, cfg benchConfig, stderr io.Wr
 	env.WorkerPath = lanes
 	var refs []bench.DeviceRef
 	if cfg.backend == "host" {
+		// The allreduce group runs 4 ranks, 2 on each server's worker, so
+		// that it moves data both inside a worker and between workers.
+		devices := 1
+		if allReduce {
+			devices = 2
+		}
+		var addrs []string
 		for _, name := range benchServers {
 			addr, err := start(name, serverEnv, "server", "--backend", "host", "--host", name, "--id", name,
-				"--listen", "127.0.0.1:0", "--devices", "1", "--memory", strconv.FormatUint(memory, 10),
+				"--listen", "127.0.0.1:0", "--devices", strconv.Itoa(devices), "--memory", strconv.FormatUint(memory, 10),
 				"--log-level", "warn")
 			if err != nil {
 				return nil, err
 			}
-			refs = append(refs, bench.DeviceRef{Server: addr})
+			addrs = append(addrs, addr)
 		}
-		env.Setup = "this client; 2 xgpu servers (host backend, 1 device each) with one session worker each; " +
-			"2 baseline peer processes; all on loopback, sharing the machine's cores; " + describePaths(lanes)
+		refs, env.Ranks = hostDevices(addrs, devices)
+		env.Setup = fmt.Sprintf("this client; 2 xgpu servers (host backend, %d device(s) each) with one session worker each; "+
+			"2 baseline peer processes; all on loopback, sharing the machine's cores; %s", devices, describePaths(lanes))
 	} else {
 		gpus, err := benchGPUs(ctx, cfg)
 		if err != nil {
@@ -246,7 +270,7 @@ func benchCluster(ctx context.Context, dir string, cfg benchConfig, stderr io.Wr
 		for _, d := range lay.devices {
 			refs = append(refs, bench.DeviceRef{Server: addrs[d.server], GPU: d.gpu})
 		}
-		env.DevA, env.DevB, env.DevA2 = lay.devA, lay.devB, lay.devA2
+		env.DevA, env.DevB, env.DevA2, env.Ranks = lay.devA, lay.devB, lay.devA2, lay.ranks
 		env.NativeDevs, env.Skip = lay.native, lay.skip
 		env.GPU = describeGPUs(gpus[:len(lay.visible)])
 		logf, err := os.Create(filepath.Join(dir, "native.log"))
@@ -260,6 +284,24 @@ func benchCluster(ctx context.Context, dir string, cfg benchConfig, stderr io.Wr
 		}
 		defer np.Close()
 		env.Native = np
+		if _, skipped := env.Skip[bench.GroupAllReduce]; allReduce && !skipped {
+			ncclLog, err := os.Create(filepath.Join(dir, "nccl.log"))
+			if err != nil {
+				return nil, err
+			}
+			defer ncclLog.Close()
+			nccl, why := startNCCL(ctx, ncclLog, cfg, lay.rankGPUs)
+			if nccl != nil {
+				defer nccl.Close()
+				env.NCCL = nccl
+			} else {
+				if env.Skip == nil {
+					env.Skip = make(map[string]string)
+				}
+				env.Skip[bench.GroupAllReduce] = why
+				fmt.Fprintf(stderr, "xgpu bench: allreduce skipped: %s (its log: %s)\n", why, ncclLog.Name())
+			}
+		}
 		env.Setup = fmt.Sprintf("this client; server A (cuda backend, GPUs %s) and %s, one session worker each; "+
 			"the native program %s on the same GPUs; 2 baseline peer processes; all on this machine, loopback; %s",
 			strings.Join(lay.a, ","), describeServerB(lay.b), cfg.native, describePaths(lanes))
@@ -276,6 +318,43 @@ func benchCluster(ctx context.Context, dir string, cfg benchConfig, stderr io.Wr
 	defer c.Close()
 	env.Client = c
 	return bench.Run(ctx, env, cfg.opt)
+}
+
+// hostDevices returns the device map of a host run on the servers at
+// addrs with devices devices each: logical device 0 on server A, 1 on
+// server B (the devices of every other group), then A's second device,
+// B's second, ...; and the allreduce group's ranks, grouped by server:
+// A's devices, then B's. With one device each the ranks are 0 and 1.
+func hostDevices(addrs []string, devices int) ([]bench.DeviceRef, []int) {
+	var refs []bench.DeviceRef
+	for g := range devices {
+		for _, a := range addrs {
+			refs = append(refs, bench.DeviceRef{Server: a, GPU: g})
+		}
+	}
+	var ranks []int
+	for s := range addrs {
+		for g := range devices {
+			ranks = append(ranks, g*len(addrs)+s)
+		}
+	}
+	return refs, ranks
+}
+
+// startNCCL starts the allreduce group's NCCL baseline on gpus (UUIDs, in
+// rank order), its standard error to logw. When it cannot run (no
+// interpreter, torch, CUDA or NCCL, too few GPUs) it returns nil and why,
+// which the report lists as the group's skip reason.
+func startNCCL(ctx context.Context, logw io.Writer, cfg benchConfig, gpus []string) (*bench.NativeProgram, string) {
+	if st, err := os.Stat(cfg.script); err != nil || st.IsDir() {
+		return nil, fmt.Sprintf("no NCCL baseline: --nccl-script %s is not a file", cfg.script)
+	}
+	p, err := bench.StartNCCL(ctx, bench.NCCLConfig{Python: cfg.python, Script: cfg.script, Ranks: len(gpus),
+		Env: cudaEnv(gpus), Stderr: logw})
+	if err != nil {
+		return nil, fmt.Sprintf("no NCCL baseline: %v", err)
+	}
+	return p, ""
 }
 
 // benchPaths returns how the processes of a run, all on this host, move
@@ -357,6 +436,11 @@ type gpuLayout struct {
 	devA, devB, devA2 int
 	native            bench.NativeDevices
 	skip              map[string]string
+	// ranks are the allreduce group's logical devices in rank order (A's
+	// GPUs, then B's), rankGPUs their GPUs (UUIDs), the NCCL baseline's
+	// CUDA_VISIBLE_DEVICES.
+	ranks    []int
+	rankGPUs []string
 }
 
 // gpuRef is a GPU of a started server: servers in start order, GPUs as
@@ -368,13 +452,18 @@ type gpuRef struct{ server, gpu int }
 // to B crosses both servers' workers and two GPUs. A device map puts each
 // GPU on one server, so two GPUs serve one of the peer groups: the
 // two-server copy (A gets the first, B the second), or, when groups asks
-// for peer-local without peer, the pair on A. With one GPU both peer
-// groups are skipped. groups are the requested case groups (none: all).
+// for peer-local without peer, the pair on A. With four GPUs or more and
+// the allreduce group asked for, B gets the fourth too, so that the
+// all-reduce runs 2 x 2 (A's GPUs, then B's). With one GPU both peer
+// groups and the allreduce group are skipped. groups are the requested
+// case groups (none: all).
 func planGPUs(gpus []*pb.GPU, groups []string) (gpuLayout, error) {
 	var ids []string
 	for _, g := range gpus {
 		ids = append(ids, g.GetUuid())
 	}
+	wants := func(g string) bool { return len(groups) == 0 || slices.Contains(groups, g) }
+	var l gpuLayout
 	switch n := len(ids); {
 	case n == 0:
 		return gpuLayout{}, errors.New("--backend cuda: no GPU to use")
@@ -382,31 +471,46 @@ func planGPUs(gpus []*pb.GPU, groups []string) (gpuLayout, error) {
 		why := "needs 2 GPUs; 1 in use"
 		return gpuLayout{
 			a: ids[:1], visible: ids[:1], devices: []gpuRef{{0, 0}},
-			skip: map[string]string{bench.GroupPeerLocal: why, bench.GroupPeer: why},
+			skip: map[string]string{bench.GroupPeerLocal: why, bench.GroupPeer: why, bench.GroupAllReduce: why},
 		}, nil
-	case n == 2:
-		wants := func(g string) bool { return len(groups) == 0 || slices.Contains(groups, g) }
-		if wants(bench.GroupPeerLocal) && !wants(bench.GroupPeer) {
-			return gpuLayout{
-				a: ids[:2], visible: ids[:2],
-				devices: []gpuRef{{0, 0}, {0, 1}}, devA: 0, devB: 1, devA2: 1,
-				native: bench.NativeDevices{A: 0, A2: 1, B: 1},
-				skip:   map[string]string{bench.GroupPeer: "needs a third GPU beside the peer-local pair"},
-			}, nil
+	case n == 2 && wants(bench.GroupPeerLocal) && !wants(bench.GroupPeer):
+		l = gpuLayout{
+			a: ids[:2], visible: ids[:2],
+			devices: []gpuRef{{0, 0}, {0, 1}}, devA: 0, devB: 1, devA2: 1,
+			native: bench.NativeDevices{A: 0, A2: 1, B: 1},
+			skip:   map[string]string{bench.GroupPeer: "needs a third GPU beside the peer-local pair"},
+			ranks:  []int{0, 1},
 		}
-		return gpuLayout{
+	case n == 2:
+		l = gpuLayout{
 			a: ids[:1], b: ids[1:2], visible: ids[:2],
 			devices: []gpuRef{{0, 0}, {1, 0}}, devA: 0, devB: 1, devA2: 1,
 			native: bench.NativeDevices{A: 0, A2: 1, B: 1},
 			skip:   map[string]string{bench.GroupPeerLocal: "needs a third GPU beside the two servers' (--cases peer-local measures it on two)"},
-		}, nil
-	default:
-		return gpuLayout{
+			ranks:  []int{0, 1},
+		}
+	case n == 3 || !wants(bench.GroupAllReduce):
+		l = gpuLayout{
 			a: ids[:2], b: ids[2:3], visible: ids[:3],
 			devices: []gpuRef{{0, 0}, {1, 0}, {0, 1}}, devA: 0, devB: 1, devA2: 2,
 			native: bench.NativeDevices{A: 0, A2: 1, B: 2},
-		}, nil
+			ranks:  []int{0, 2, 1},
+		}
+	default:
+		// The allreduce group's fourth GPU goes to server B: 2 x 2.
+		l = gpuLayout{
+			a: ids[:2], b: ids[2:4], visible: ids[:4],
+			devices: []gpuRef{{0, 0}, {1, 0}, {0, 1}, {1, 1}}, devA: 0, devB: 1, devA2: 2,
+			native: bench.NativeDevices{A: 0, A2: 1, B: 2},
+			ranks:  []int{0, 2, 1, 3},
+		}
 	}
+	servers := [][]string{l.a, l.b}
+	for _, d := range l.ranks {
+		ref := l.devices[d]
+		l.rankGPUs = append(l.rankGPUs, servers[ref.server][ref.gpu])
+	}
+	return l, nil
 }
 
 // runBenchPeer is the hidden subcommand `xgpu bench` starts as its

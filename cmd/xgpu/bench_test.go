@@ -34,6 +34,9 @@ func TestBenchFlags(t *testing.T) {
 		{"cuda without native", []string{"--backend", "cuda"}, "--backend cuda needs --native"},
 		{"native on host", []string{"--native", "/bin/true"}, "need --backend cuda"},
 		{"gpus on host", []string{"--gpus", "0,1"}, "need --backend cuda"},
+		{"nccl-python on host", []string{"--nccl-python", "/usr/bin/python3"}, "need --backend cuda"},
+		{"nccl-script on host", []string{"--nccl-script", "x.py"}, "need --backend cuda"},
+		{"empty nccl-python", []string{"--backend", "cuda", "--native", "/bin/true", "--nccl-python", ""}, "must not be empty"},
 		{"native not a program", []string{"--backend", "cuda", "--native", "/nonexistent/cudabench"}, "not an executable file"},
 		{"native a directory", []string{"--backend", "cuda", "--native", "/"}, "not an executable file"},
 		{"native group on host", []string{"--cases", "sync,peer-local"}, "peer-local: the group compares with native CUDA"},
@@ -65,7 +68,7 @@ func TestBenchCommand(t *testing.T) {
 		wantCases int
 		lane      bool // want the references on a local lane
 	}{
-		{"default", nil, "sync,async,h2d,peer", 5, lanes},
+		{"default", nil, "sync,async,h2d,peer,allreduce", 6, lanes},
 		{"XGPU_LOCAL_LANE=0", []string{runtime.EnvLocalLane + "=0"}, "h2d,peer", 2, false},
 	}
 	for _, tt := range tests {
@@ -110,6 +113,12 @@ func TestBenchCommand(t *testing.T) {
 					}
 					if c.BaselineName != wantPeer {
 						t.Errorf("%s: baseline %q, want %q", c.Name, c.BaselineName, wantPeer)
+					}
+				case bench.GroupAllReduce:
+					// 2 servers x 2 devices: ranks inside a worker and across.
+					if c.Name != "allreduce/2x2/128KiB" || c.BaselineName != "link bound: "+wantPeer+", both directions at once" ||
+						c.ClientPayloadBytes == nil || *c.ClientPayloadBytes != 0 {
+						t.Errorf("%s: %+v", c.Name, c)
 					}
 				case bench.GroupH2D:
 					if c.ReferenceName != wantRef || c.Reference <= 0 {
@@ -165,21 +174,30 @@ func TestPlanGPUs(t *testing.T) {
 		devs          [3]int // DevA, DevB, DevA2
 		native        bench.NativeDevices
 		skip          string
+		ranks         string // the allreduce ranks, then their GPUs
 		err           string
 	}{
 		{name: "none", n: 0, err: "no GPU"},
 		{name: "one GPU: no peer groups", n: 1, a: "GPU-0", visible: "GPU-0", devices: "[{0 0}]",
-			skip: "peer needs 2 GPUs; 1 in use, peer-local needs 2 GPUs; 1 in use"},
+			skip: "allreduce needs 2 GPUs; 1 in use, peer needs 2 GPUs; 1 in use, peer-local needs 2 GPUs; 1 in use", ranks: "[] []"},
 		{name: "two GPUs: one each for the two servers", n: 2, a: "GPU-0", b: "GPU-1", visible: "GPU-0,GPU-1",
 			devices: "[{0 0} {1 0}]", devs: [3]int{0, 1, 1}, native: bench.NativeDevices{A: 0, A2: 1, B: 1},
-			skip: "peer-local needs a third GPU beside the two servers' (--cases peer-local measures it on two)"},
+			skip:  "peer-local needs a third GPU beside the two servers' (--cases peer-local measures it on two)",
+			ranks: "[0 1] [GPU-0 GPU-1]"},
 		{name: "two GPUs, peer-local asked: the pair on A", n: 2, groups: []string{bench.GroupPeerLocal, bench.GroupSync},
 			a: "GPU-0,GPU-1", visible: "GPU-0,GPU-1", devices: "[{0 0} {0 1}]", devs: [3]int{0, 1, 1},
-			native: bench.NativeDevices{A: 0, A2: 1, B: 1}, skip: "peer needs a third GPU beside the peer-local pair"},
+			native: bench.NativeDevices{A: 0, A2: 1, B: 1}, skip: "peer needs a third GPU beside the peer-local pair",
+			ranks: "[0 1] [GPU-0 GPU-1]"},
 		{name: "three GPUs: B on its own", n: 3, a: "GPU-0,GPU-1", b: "GPU-2", visible: "GPU-0,GPU-1,GPU-2",
-			devices: "[{0 0} {1 0} {0 1}]", devs: [3]int{0, 1, 2}, native: bench.NativeDevices{A: 0, A2: 1, B: 2}},
-		{name: "four GPUs: three used", n: 4, a: "GPU-0,GPU-1", b: "GPU-2", visible: "GPU-0,GPU-1,GPU-2",
-			devices: "[{0 0} {1 0} {0 1}]", devs: [3]int{0, 1, 2}, native: bench.NativeDevices{A: 0, A2: 1, B: 2}},
+			devices: "[{0 0} {1 0} {0 1}]", devs: [3]int{0, 1, 2}, native: bench.NativeDevices{A: 0, A2: 1, B: 2},
+			ranks: "[0 2 1] [GPU-0 GPU-1 GPU-2]"},
+		{name: "four GPUs: 2 x 2 for the all-reduce", n: 4, a: "GPU-0,GPU-1", b: "GPU-2,GPU-3", visible: "GPU-0,GPU-1,GPU-2,GPU-3",
+			devices: "[{0 0} {1 0} {0 1} {1 1}]", devs: [3]int{0, 1, 2}, native: bench.NativeDevices{A: 0, A2: 1, B: 2},
+			ranks: "[0 2 1 3] [GPU-0 GPU-1 GPU-2 GPU-3]"},
+		{name: "eight GPUs, no all-reduce: three used", n: 8, groups: []string{bench.GroupPeer, bench.GroupPeerLocal},
+			a: "GPU-0,GPU-1", b: "GPU-2", visible: "GPU-0,GPU-1,GPU-2",
+			devices: "[{0 0} {1 0} {0 1}]", devs: [3]int{0, 1, 2}, native: bench.NativeDevices{A: 0, A2: 1, B: 2},
+			ranks: "[0 2 1] [GPU-0 GPU-1 GPU-2]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -201,8 +219,9 @@ func TestPlanGPUs(t *testing.T) {
 			}
 			slices.Sort(skip)
 			got := []string{strings.Join(l.a, ","), strings.Join(l.b, ","), strings.Join(l.visible, ","),
-				fmt.Sprint(l.devices), fmt.Sprint([3]int{l.devA, l.devB, l.devA2}), fmt.Sprint(l.native), strings.Join(skip, ", ")}
-			want := []string{tt.a, tt.b, tt.visible, tt.devices, fmt.Sprint(tt.devs), fmt.Sprint(tt.native), tt.skip}
+				fmt.Sprint(l.devices), fmt.Sprint([3]int{l.devA, l.devB, l.devA2}), fmt.Sprint(l.native), strings.Join(skip, ", "),
+				fmt.Sprint(l.ranks, l.rankGPUs)}
+			want := []string{tt.a, tt.b, tt.visible, tt.devices, fmt.Sprint(tt.devs), fmt.Sprint(tt.native), tt.skip, tt.ranks}
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("planGPUs:\n got %q\nwant %q", got, want)
 			}
@@ -211,6 +230,61 @@ func TestPlanGPUs(t *testing.T) {
 				if d.server > 1 || d.gpu >= len(servers[d.server]) {
 					t.Errorf("device %v names no GPU of a started server", d)
 				}
+			}
+		})
+	}
+}
+
+// TestHostDevices: a host run's device map keeps devices 0 and 1 on
+// servers A and B, and puts the all-reduce's ranks server by server.
+func TestHostDevices(t *testing.T) {
+	tests := []struct {
+		name    string
+		devices int
+		refs    string
+		ranks   string
+	}{
+		{"one device each", 1, "[{a 0} {b 0}]", "[0 1]"},
+		{"two devices each", 2, "[{a 0} {b 0} {a 1} {b 1}]", "[0 2 1 3]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			refs, ranks := hostDevices([]string{"a", "b"}, tt.devices)
+			if fmt.Sprint(refs) != tt.refs || fmt.Sprint(ranks) != tt.ranks {
+				t.Errorf("hostDevices = %v, %v; want %s, %s", refs, ranks, tt.refs, tt.ranks)
+			}
+		})
+	}
+}
+
+// TestStartNCCLSkips: where the NCCL baseline cannot start, the reason
+// becomes the allreduce group's skip reason, and nothing is left running.
+func TestStartNCCLSkips(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "nccl_allreduce.py")
+	if err := os.WriteFile(script, []byte("import sys\nfor line in sys.stdin:\n    print('error torch is not available', flush=True)\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		python = "/nonexistent/python3"
+	}
+	tests := []struct {
+		name, python, script, want string
+	}{
+		{"no script", python, filepath.Join(t.TempDir(), "missing.py"), "is not a file"},
+		{"no interpreter", "/nonexistent/python3", script, "no NCCL baseline"},
+		{"script refuses", python, script, "no NCCL baseline"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var log bytes.Buffer
+			p, why := startNCCL(t.Context(), &log, benchConfig{python: tt.python, script: tt.script}, []string{"GPU-0", "GPU-1"})
+			if p != nil {
+				p.Close()
+				t.Fatal("startNCCL succeeded")
+			}
+			if !strings.Contains(why, tt.want) {
+				t.Errorf("reason %q, want %q", why, tt.want)
 			}
 		})
 	}
