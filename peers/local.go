@@ -20,7 +20,11 @@ import (
 // on the lane's Unix socket (SOCK_SEQPACKET, abstract name); the receiver
 // copies the slot into the destination of the RecvBulk with the same id,
 // gives the slot back (ACK), and once every byte is placed tells the
-// sender (DONE), whose SendBulk then returns, as over QUIC. Pieces that
+// sender (DONE), whose SendBulk then returns, as over QUIC. Each piece
+// carries its xxhash64, checked once it is in the destination, as every
+// bulk chunk is (a mismatch fails the transfer with *wire.ChecksumError),
+// so that a peer writing its ring while the piece is copied out is caught
+// like corruption on a wire. Pieces that
 // arrive before their RecvBulk wait in their slots, up to
 // Config.OrphanTimeout.
 //
@@ -47,11 +51,11 @@ const localTokenSize = 32
 
 // Messages on the lane's socket: one fixed-size datagram each.
 const (
-	msgData   = 1 // slot, id, total, off, n: a piece of transfer id is in slot
+	msgData   = 1 // slot, id, total, off, n, sum: a piece of transfer id is in slot, sum its xxhash64
 	msgAck    = 2 // slot: the receiver is done with slot
 	msgDone   = 3 // id, status: transfer id is placed (0) or refused (1)
 	msgCancel = 4 // id: the sender gave up on transfer id
-	msgSize   = 40
+	msgSize   = 48
 	noSlot    = ^uint32(0)
 )
 
@@ -64,6 +68,7 @@ type localMsg struct {
 	off    uint64
 	n      uint32
 	status uint32
+	sum    uint64 // DATA: xxhash64 of the piece
 }
 
 // localXfer is one incoming transfer on a lane.

@@ -14,7 +14,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/xgpu/xgpu/internal/wire"
 )
 
 // localLane is an attached local lane (see local.go).
@@ -339,6 +342,7 @@ func (l *localLane) write(m localMsg) error {
 	binary.LittleEndian.PutUint64(b[24:], m.off)
 	binary.LittleEndian.PutUint32(b[32:], m.n)
 	binary.LittleEndian.PutUint32(b[36:], m.status)
+	binary.LittleEndian.PutUint64(b[40:], m.sum)
 	l.wmu.Lock()
 	_, err := l.uc.Write(b[:])
 	l.wmu.Unlock()
@@ -396,7 +400,8 @@ func (l *localLane) send(ctx context.Context, id uint64, p []byte) error {
 		if !l.copyIn(slot, p[off:off+n]) {
 			return lost()
 		}
-		if err := l.write(localMsg{typ: msgData, slot: slot, id: id, total: total, off: uint64(off), n: uint32(n)}); err != nil {
+		sum := xxhash.Sum64(p[off : off+n])
+		if err := l.write(localMsg{typ: msgData, slot: slot, id: id, total: total, off: uint64(off), n: uint32(n), sum: sum}); err != nil {
 			return lost()
 		}
 	}
@@ -461,8 +466,13 @@ func (l *localLane) place(x *localXfer, m localMsg) {
 	l.mu.Unlock()
 	ok := !ended && m.total == uint64(len(x.dst)) && m.off <= m.total && uint64(m.n) <= m.total-m.off &&
 		(m.n == 0 || (m.slot < LocalSlots && int(m.n) <= l.slotSize))
+	var bad error
 	if ok && m.n > 0 {
-		ok = l.copyOut(x.dst[m.off:m.off+uint64(m.n)], m.slot)
+		piece := x.dst[m.off : m.off+uint64(m.n)]
+		ok = l.copyOut(piece, m.slot)
+		if got := xxhash.Sum64(piece); ok && got != m.sum {
+			bad = &wire.ChecksumError{Offset: m.off, Len: m.n, Want: m.sum, Got: got}
+		}
 	}
 	x.copying.RUnlock()
 	if m.slot != noSlot {
@@ -470,6 +480,8 @@ func (l *localLane) place(x *localXfer, m localMsg) {
 	}
 	switch {
 	case ended:
+	case bad != nil:
+		l.refuse(x, fmt.Errorf("peers: bulk transfer %d: %w", x.id, bad))
 	case !ok:
 		l.refuse(x, fmt.Errorf("peers: bulk transfer %d: sender has %d bytes, receiver expects %d", x.id, m.total, len(x.dst)))
 	case x.remaining.Add(-int64(m.n)) == 0:
@@ -545,6 +557,7 @@ func (l *localLane) readLoop() {
 			typ: b[0], slot: binary.LittleEndian.Uint32(b[4:]), id: binary.LittleEndian.Uint64(b[8:]),
 			total: binary.LittleEndian.Uint64(b[16:]), off: binary.LittleEndian.Uint64(b[24:]),
 			n: binary.LittleEndian.Uint32(b[32:]), status: binary.LittleEndian.Uint32(b[36:]),
+			sum: binary.LittleEndian.Uint64(b[40:]),
 		}
 		switch m.typ {
 		case msgData:

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/xgpu/xgpu/internal/wire"
 )
 
 // localPair is pair with a local lane attached: the server offers, the
@@ -229,5 +231,46 @@ func TestLocalLanePeerGone(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("RecvBulk still waits 10 s after its peer closed")
+	}
+}
+
+// TestLocalLaneChecksum: a piece whose bytes do not match its xxhash64
+// (here a DATA message that lies about them) fails its transfer with a
+// *wire.ChecksumError, frees its slot and leaves the lane working.
+func TestLocalLaneChecksum(t *testing.T) {
+	cli, srv := localPair(t, &Config{BulkLanes: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l := cli.localLane()
+	slot := <-l.free
+	data := []byte("some bytes the receiver will hash")
+	if !l.copyIn(slot, data) {
+		t.Fatal("copyIn failed")
+	}
+	if err := l.write(localMsg{typ: msgData, slot: slot, id: 5, total: uint64(len(data)), n: uint32(len(data)), sum: 12345}); err != nil {
+		t.Fatal(err)
+	}
+	err := srv.RecvBulk(ctx, 5, make([]byte, len(data)))
+	var ce *wire.ChecksumError
+	if !errors.As(err, &ce) || ce.Want != 12345 {
+		t.Fatalf("RecvBulk = %v, want a *wire.ChecksumError", err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for len(l.free) != LocalSlots && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(l.free) != LocalSlots {
+		t.Errorf("%d of %d slots free", len(l.free), LocalSlots)
+	}
+	p := make([]byte, 5<<20)
+	fill(p, 3)
+	dst := make([]byte, len(p))
+	errc := make(chan error, 1)
+	go func() { errc <- cli.SendBulk(ctx, 6, p) }()
+	if err := srv.RecvBulk(ctx, 6, dst); err != nil || !bytes.Equal(dst, p) {
+		t.Fatalf("transfer after the bad piece: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
 	}
 }
