@@ -129,7 +129,7 @@ type commState struct {
 	readies map[msgKey]*readyMsg
 	recvs   map[msgKey]*recvMsg
 
-	devLocal bool                   // all-reduces run on the devices (colllocal.go)
+	devLocal bool                   // operations run on the devices alone (colllocal.go)
 	lmu      sync.Mutex             // guards lrounds
 	lrounds  map[uint64]*localRound // device all-reduces some ranks have reached, by sequence
 }
@@ -613,8 +613,8 @@ func (ex *rankExec) exec(j *collJob) error {
 	if j.group != nil {
 		return ex.execGroup(j)
 	}
-	if ex.isLocalAllReduce(j) {
-		return ex.localAllReduce(j)
+	if ex.isLocalOp(j) {
+		return ex.localOp(j)
 	}
 	cs, d := ex.cs, ex.d.dev
 	es := uint64(j.dt.Size())

@@ -850,35 +850,50 @@ func TestCommInitTwoRanksOneGPU(t *testing.T) {
 }
 
 // TestCollectiveDeviceAllReduce: a communicator whose ranks are all on one
-// worker runs its all-reduces on the devices (peer reductions and peer
-// copies), every operator, in and out of place, uneven counts; forcing a
-// network algorithm takes the staged path, with the same results.
+// worker runs its all-reduces, reduce-scatters, reduces, broadcasts and
+// all-gathers on the devices (peer reductions and peer copies), every
+// operator, in and out of place, uneven counts; all-to-all and send/recv
+// take the staged path; forcing a network algorithm takes the staged path
+// for all, with the same results.
 func TestCollectiveDeviceAllReduce(t *testing.T) {
 	cl := newCollCluster(t, 3)
 	devs := []uint32{0, 1, 2}
 	w := cl.workers[0].w
 	id := cl.mustCommInit(t, devs, calls.CommOptions{})
 	before := w.CollectiveStats()
-	for _, op := range collective.Ops {
-		for _, count := range []int{1, 2, 7, 1000, 70_001} {
-			for _, inPlace := range []bool{false, true} {
-				t.Run(fmt.Sprintf("%v/%d/inplace=%v", op, count, inPlace), func(t *testing.T) {
-					runColl(t, cl, id, devs, calls.CollAllReduce, collective.I32, op, count, inPlace)
-				})
+	reducing := 0
+	for _, kind := range []calls.CollKind{calls.CollAllReduce, calls.CollReduceScatter, calls.CollReduce} {
+		for _, op := range collective.Ops {
+			for _, count := range []int{1, 7, 70_001} {
+				for _, inPlace := range []bool{false, true} {
+					t.Run(fmt.Sprintf("%v/%v/%d/inplace=%v", kind, op, count, inPlace), func(t *testing.T) {
+						runColl(t, cl, id, devs, kind, collective.I32, op, count, inPlace)
+					})
+					reducing++
+				}
 			}
 		}
 	}
-	runColl(t, cl, id, devs, calls.CollAllReduce, collective.F32, collective.Sum, 4097, false)
+	for _, kind := range []calls.CollKind{calls.CollBroadcast, calls.CollAllGather, calls.CollAllToAll, calls.CollSend} {
+		for _, inPlace := range []bool{false, true} {
+			if inPlace && kind == calls.CollSend {
+				continue
+			}
+			t.Run(fmt.Sprintf("%v/inplace=%v", kind, inPlace), func(t *testing.T) {
+				runColl(t, cl, id, devs, kind, collective.F32, collective.Sum, 4097, inPlace)
+			})
+		}
+	}
 	after := w.CollectiveStats()
-	if n := after.DeviceReductions - before.DeviceReductions; n != uint64(len(collective.Ops)*10+1) {
-		t.Errorf("%d all-reduces ran on the devices, want %d", n, len(collective.Ops)*10+1)
+	if n := after.DeviceReductions - before.DeviceReductions; n != uint64(reducing) {
+		t.Errorf("%d reducing operations ran on the devices, want %d", n, reducing)
 	}
 	if after.HostReductions != before.HostReductions {
 		t.Errorf("%d reductions on the CPU", after.HostReductions-before.HostReductions)
 	}
-	// Other operations of the same communicator still take the staged path.
-	runColl(t, cl, id, devs, calls.CollReduceScatter, collective.I32, collective.Sum, 1000, false)
-	runColl(t, cl, id, devs, calls.CollBroadcast, collective.I32, collective.Sum, 1000, true)
+	if after.BytesSent != before.BytesSent {
+		t.Errorf("%d bytes went over the worker's links", after.BytesSent-before.BytesSent)
+	}
 
 	t.Run("ring forced", func(t *testing.T) {
 		rid := cl.mustCommInit(t, devs, calls.CommOptions{Algo: uint8(collective.Ring)})

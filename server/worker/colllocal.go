@@ -9,15 +9,18 @@ import (
 	"github.com/xgpu/xgpu/server/backend"
 )
 
-// All-reduce among the devices of one worker, on the devices. When every
+// Collectives among the devices of one worker, on the devices. When every
 // rank of a communicator lives on this worker (the GPUs of one server in
-// one session), an all-reduce needs no host memory and no transport: each
-// rank owns one segment of the buffer, reduces it from every other rank's
-// send buffer with its own kernels reading the peers' memory directly
-// (backend.PeerReducer: NVLink or PCIe peer loads on the cuda backend),
-// then copies the result to every other rank (peer copies). Two phases,
-// each ended by synchronizing the ranks' private streams, so that no rank
-// reads a segment another is still writing.
+// one session), the operations need no host memory and no transport. An
+// all-reduce: each rank owns one segment of the buffer, reduces it from
+// every other rank's send buffer with its own kernels reading the peers'
+// memory directly (backend.PeerReducer: NVLink or PCIe peer loads on the
+// cuda backend), then copies the result to every other rank (peer
+// copies); two phases, each ended by synchronizing the ranks' private
+// streams, so that no rank reads a segment another is still writing. A
+// reduce-scatter is the first phase alone, a reduce the root's part of it;
+// a broadcast and an all-gather are peer copies. All-to-all and
+// point-to-point operations take the staged path.
 //
 // The ranks' executors meet per operation: each arrives with its job when
 // its stream has reached it; the last to arrive runs the operation for
@@ -61,9 +64,9 @@ func (cs *commState) deviceLocal(opts collective.Options) bool {
 	return true
 }
 
-// localAllReduce runs j, rank ex's part of a device all-reduce, with the
+// localOp runs j, rank ex's part of an operation on the devices, with the
 // other local ranks.
-func (ex *rankExec) localAllReduce(j *collJob) error {
+func (ex *rankExec) localOp(j *collJob) error {
 	cs := ex.cs
 	seq := ex.lseq
 	ex.lseq++
@@ -84,8 +87,10 @@ func (ex *rankExec) localAllReduce(j *collJob) error {
 	}
 	cs.lmu.Unlock()
 	if last {
-		r.err = runLocalAllReduce(ex.ctx, r)
-		cs.w.coll.devReductions.Add(1)
+		r.err = runLocal(ex.ctx, r)
+		if reduces(j.kind) {
+			cs.w.coll.devReductions.Add(1)
+		}
 		close(r.done)
 		return r.err
 	}
@@ -97,22 +102,141 @@ func (ex *rankExec) localAllReduce(j *collJob) error {
 	}
 }
 
-// runLocalAllReduce runs the operation of every rank of r.
-func runLocalAllReduce(ctx context.Context, r *localRound) error {
-	k := len(r.jobs)
+// reduces reports whether kind combines the ranks' data.
+func reduces(kind calls.CollKind) bool {
+	return kind == calls.CollAllReduce || kind == calls.CollReduceScatter || kind == calls.CollReduce
+}
+
+// runLocal runs the operation of every rank of r.
+func runLocal(ctx context.Context, r *localRound) error {
 	j0 := r.jobs[0]
 	for _, j := range r.jobs[1:] {
-		if j.count != j0.count || j.dt != j0.dt || j.op != j0.op {
-			return fmt.Errorf("%w: ranks disagree on an all-reduce: %d %v %v against %d %v %v",
-				collective.ErrMismatch, j.count, j.dt, j.op, j0.count, j0.dt, j0.op)
+		if j.kind != j0.kind || j.count != j0.count || j.dt != j0.dt || (reduces(j.kind) && j.op != j0.op) ||
+			((j.kind == calls.CollReduce || j.kind == calls.CollBroadcast) && j.peer != j0.peer) {
+			return fmt.Errorf("%w: ranks disagree on a %v: %d %v %v root %d against %d %v %v root %d",
+				collective.ErrMismatch, j0.kind, j.count, j.dt, j.op, j.peer, j0.count, j0.dt, j0.op, j0.peer)
 		}
 	}
+	switch j0.kind {
+	case calls.CollAllReduce:
+		return runLocalAllReduce(ctx, r)
+	case calls.CollReduceScatter:
+		return runLocalReduceScatter(ctx, r)
+	case calls.CollReduce:
+		return runLocalReduce(ctx, r)
+	default:
+		return runLocalCopies(ctx, r)
+	}
+}
+
+// syncLocal waits for the private streams of every rank of r.
+func syncLocal(ctx context.Context, r *localRound) error {
+	for _, ex := range r.execs {
+		if err := ex.d.dev.StreamSynchronize(ctx, ex.s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reduceInto queues, on rank i's stream, dst (on rank i) = own, plus
+// every other rank q's src(q), n elements each: a copy when own is
+// elsewhere, then peer reductions and, for avg, the division.
+func reduceInto(r *localRound, i int, dst, own backend.DevicePtr, src func(q int) backend.DevicePtr, n uint64) error {
+	j0 := r.jobs[0]
+	ex := r.execs[i]
+	d := ex.d.dev
 	es := uint64(j0.dt.Size())
 	dt := backend.DType(j0.dt)
 	op := backend.RedOp(j0.op)
 	if j0.op == collective.Avg {
 		op = backend.Sum
 	}
+	if own != dst {
+		if err := d.MemcpyDtoDAsync(dst, own, n*es, ex.s); err != nil {
+			return err
+		}
+	}
+	pr := d.(backend.PeerReducer)
+	for q, other := range r.execs {
+		if q == i {
+			continue
+		}
+		if err := pr.ReducePeer(dst, other.d.dev, src(q), n, dt, op, ex.s); err != nil {
+			return err
+		}
+	}
+	if j0.op == collective.Avg {
+		return d.(backend.Reducer).Divide(dst, n, dt, uint64(len(r.execs)), ex.s)
+	}
+	return nil
+}
+
+// runLocalReduceScatter: rank i reduces block i of every send buffer
+// into its receive buffer.
+func runLocalReduceScatter(ctx context.Context, r *localRound) error {
+	nb := uint64(r.jobs[0].count) * uint64(r.jobs[0].dt.Size())
+	for i := range r.execs {
+		off := backend.DevicePtr(uint64(i) * nb)
+		err := reduceInto(r, i, r.jobs[i].recv, r.jobs[i].send+off,
+			func(q int) backend.DevicePtr { return r.jobs[q].send + off }, uint64(r.jobs[0].count))
+		if err != nil {
+			return err
+		}
+	}
+	return syncLocal(ctx, r)
+}
+
+// runLocalReduce: the root reduces every send buffer into its receive
+// buffer.
+func runLocalReduce(ctx context.Context, r *localRound) error {
+	root := r.jobs[0].peer
+	err := reduceInto(r, root, r.jobs[root].recv, r.jobs[root].send,
+		func(q int) backend.DevicePtr { return r.jobs[q].send }, uint64(r.jobs[0].count))
+	if err != nil {
+		return err
+	}
+	return syncLocal(ctx, r)
+}
+
+// runLocalCopies runs a broadcast (the root's send buffer to every
+// receive buffer) or an all-gather (rank i's send buffer to block i of
+// every receive buffer) with peer copies from the source's stream.
+func runLocalCopies(ctx context.Context, r *localRound) error {
+	j0 := r.jobs[0]
+	nb := uint64(j0.count) * uint64(j0.dt.Size())
+	copyTo := func(i, q int, dst, src backend.DevicePtr) error {
+		ex := r.execs[i]
+		if q == i {
+			if dst == src {
+				return nil
+			}
+			return ex.d.dev.MemcpyDtoDAsync(dst, src, nb, ex.s)
+		}
+		return ex.d.dev.MemcpyPeerAsync(dst, r.execs[q].d.dev, src, nb, ex.s)
+	}
+	for i := range r.execs {
+		if j0.kind == calls.CollBroadcast && i != j0.peer {
+			continue
+		}
+		for q := range r.execs {
+			dst := r.jobs[q].recv
+			if j0.kind == calls.CollAllGather {
+				dst += backend.DevicePtr(uint64(i) * nb)
+			}
+			if err := copyTo(i, q, dst, r.jobs[i].send); err != nil {
+				return err
+			}
+		}
+	}
+	return syncLocal(ctx, r)
+}
+
+// runLocalAllReduce runs an all-reduce of every rank of r.
+func runLocalAllReduce(ctx context.Context, r *localRound) error {
+	k := len(r.jobs)
+	j0 := r.jobs[0]
+	es := uint64(j0.dt.Size())
 	per := (uint64(j0.count) + uint64(k) - 1) / uint64(k) // elements per segment
 	segment := func(i int) (off, n uint64) {
 		off = uint64(i) * per
@@ -121,43 +245,20 @@ func runLocalAllReduce(ctx context.Context, r *localRound) error {
 		}
 		return off * es, min(per, uint64(j0.count)-off)
 	}
-	syncAll := func() error {
-		for _, ex := range r.execs {
-			if err := ex.d.dev.StreamSynchronize(ctx, ex.s); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
 	// Phase 1: owner i reduces segment i into its receive buffer.
-	for i, ex := range r.execs {
+	for i := range r.execs {
 		off, n := segment(i)
 		if n == 0 {
 			continue
 		}
-		j, d := r.jobs[i], ex.d.dev
-		dst := j.recv + backend.DevicePtr(off)
-		if j.send != j.recv {
-			if err := d.MemcpyDtoDAsync(dst, j.send+backend.DevicePtr(off), n*es, ex.s); err != nil {
-				return err
-			}
-		}
-		pr := d.(backend.PeerReducer)
-		for q, other := range r.execs {
-			if q == i {
-				continue
-			}
-			if err := pr.ReducePeer(dst, other.d.dev, r.jobs[q].send+backend.DevicePtr(off), n, dt, op, ex.s); err != nil {
-				return err
-			}
-		}
-		if j0.op == collective.Avg {
-			if err := d.(backend.Reducer).Divide(dst, n, dt, uint64(k), ex.s); err != nil {
-				return err
-			}
+		at := backend.DevicePtr(off)
+		err := reduceInto(r, i, r.jobs[i].recv+at, r.jobs[i].send+at,
+			func(q int) backend.DevicePtr { return r.jobs[q].send + at }, n)
+		if err != nil {
+			return err
 		}
 	}
-	if err := syncAll(); err != nil {
+	if err := syncLocal(ctx, r); err != nil {
 		return err
 	}
 	// Phase 2: owner i copies its reduced segment to every other rank.
@@ -176,10 +277,17 @@ func runLocalAllReduce(ctx context.Context, r *localRound) error {
 			}
 		}
 	}
-	return syncAll()
+	return syncLocal(ctx, r)
 }
 
-// isLocalAllReduce reports whether j runs as a device all-reduce.
-func (ex *rankExec) isLocalAllReduce(j *collJob) bool {
-	return j.kind == calls.CollAllReduce && j.group == nil && ex.cs.devLocal
+// isLocalOp reports whether j runs on the devices alone.
+func (ex *rankExec) isLocalOp(j *collJob) bool {
+	if j.group != nil || !ex.cs.devLocal {
+		return false
+	}
+	switch j.kind {
+	case calls.CollAllReduce, calls.CollReduceScatter, calls.CollReduce, calls.CollBroadcast, calls.CollAllGather:
+		return true
+	}
+	return false
 }
