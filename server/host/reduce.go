@@ -13,7 +13,11 @@ var _ backend.Reducer = (*Device)(nil)
 // Reduce sets dst[i] = op(dst[i], src[i]) for n elements of type t, on the
 // CPU in stream order, with the arithmetic backend.Reducer describes.
 func (d *Device) Reduce(dst, src backend.DevicePtr, n uint64, t backend.DType, op backend.RedOp, sh backend.Stream) error {
-	const opName = "Reduce"
+	return d.reduceFrom("Reduce", dst, d, src, n, t, op, sh)
+}
+
+// reduceFrom queues dst (on d) = op(dst, src on sd) on stream sh of d.
+func (d *Device) reduceFrom(opName string, dst backend.DevicePtr, sd *Device, src backend.DevicePtr, n uint64, t backend.DType, op backend.RedOp, sh backend.Stream) error {
 	s, err := d.stream(opName, sh)
 	if err != nil {
 		return err
@@ -28,7 +32,12 @@ func (d *Device) Reduce(dst, src backend.DevicePtr, n uint64, t backend.DType, o
 	if err != nil {
 		return err
 	}
-	b, err := d.elements(opName, "src", src, n, t)
+	if sd != d {
+		if err := sd.check(opName); err != nil {
+			return err
+		}
+	}
+	b, err := sd.elements(opName, "src", src, n, t)
 	if err != nil {
 		return err
 	}
@@ -265,36 +274,11 @@ var _ backend.PeerReducer = (*Device)(nil)
 // ReducePeer is Reduce with its source in srcDev's memory, another Device
 // of this Backend (whose memory is host memory too).
 func (d *Device) ReducePeer(dst backend.DevicePtr, srcDev backend.Device, src backend.DevicePtr, n uint64, t backend.DType, op backend.RedOp, sh backend.Stream) error {
-	const opName = "ReducePeer"
 	sd, ok := srcDev.(*Device)
 	if !ok || sd.b != d.b {
-		return backend.Errorf(name, opName, cudaerr.InvalidDevice, "the source device is not of this backend")
+		return backend.Errorf(name, "ReducePeer", cudaerr.InvalidDevice, "the source device is not of this backend")
 	}
-	s, err := d.stream(opName, sh)
-	if err != nil {
-		return err
-	}
-	if !t.Valid() || !op.Valid() {
-		return backend.Errorf(name, opName, cudaerr.InvalidValue, "element type %v or operator %v unknown", t, op)
-	}
-	if n == 0 {
-		return nil
-	}
-	a, err := d.elements(opName, "dst", dst, n, t)
-	if err != nil {
-		return err
-	}
-	if err := sd.check(opName); err != nil {
-		return err
-	}
-	b, err := sd.elements(opName, "src", src, n, t)
-	if err != nil {
-		return err
-	}
-	return d.enqueue(opName, s, task{kind: opKernel, kern: func() cudaerr.Error {
-		reduceBytes(a, b, t, op)
-		return cudaerr.Success
-	}})
+	return d.reduceFrom("ReducePeer", dst, sd, src, n, t, op, sh)
 }
 
 // CanReducePeer reports whether srcDev is another Device of this Backend.
