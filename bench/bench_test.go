@@ -118,7 +118,7 @@ func TestRunTiny(t *testing.T) {
 	want := []string{
 		"sync/d2h-4B", "sync/stream-synchronize", "async/memset-256B",
 		"h2d/128KiB", "h2d/1MiB", "d2h/128KiB", "d2h/1MiB", "peer/128KiB", "peer/1MiB",
-		"allreduce/2x1/128KiB", "allreduce/2x1/1MiB",
+		"allreduce/2x1/128KiB", "allreduce/2x1/1MiB", "tracing/default", "tracing/full",
 		"transport/quic-1-stream/256KiB", "transport/striped-1-lane/256KiB", "transport/striped-2-lanes/256KiB",
 		"transport/striped-4-lanes/256KiB", "transport/striped-8-lanes/256KiB",
 	}

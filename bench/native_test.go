@@ -305,11 +305,11 @@ func TestPlan(t *testing.T) {
 		skipped []string
 		err     string
 	}{
-		{"host, every group", host, nil, []string{"sync", "async", "h2d", "d2h", "peer", "allreduce", "transport"}, nil, ""},
+		{"host, every group", host, nil, []string{"sync", "async", "h2d", "d2h", "peer", "allreduce", "tracing", "transport"}, nil, ""},
 		{"host, some groups", host, []string{"peer", "sync"}, []string{"sync", "peer"}, nil, ""},
 		{"host, a native group by name", host, []string{"sync", "launch"}, nil, nil, "launch group needs a native baseline"},
 		{"cuda, every group", cuda, nil, Groups, nil, ""},
-		{"cuda, one GPU", oneGPU, nil, []string{"sync", "async", "launch", "h2d", "d2h", "transport"}, []string{"peer-local", "peer", "allreduce"}, ""},
+		{"cuda, one GPU", oneGPU, nil, []string{"sync", "async", "launch", "h2d", "d2h", "tracing", "transport"}, []string{"peer-local", "peer", "allreduce"}, ""},
 		{"cuda, one GPU, a skipped group by name", oneGPU, []string{"peer", "h2d"}, []string{"h2d"}, []string{"peer"}, ""},
 		{"peer without PeerB", Env{DevB: 1}, []string{"peer"}, nil, nil, "needs Env.PeerB"},
 		{"peer on one device", Env{PeerB: PeerInfo{QUIC: "b"}}, []string{"peer"}, nil, nil, "needs two devices"},

@@ -29,7 +29,7 @@ const (
 )
 
 // Groups lists every case group in the order Run measures them.
-var Groups = []string{GroupSync, GroupAsync, GroupLaunch, GroupH2D, GroupD2H, GroupPeerLocal, GroupPeer, GroupAllReduce, GroupTransport}
+var Groups = []string{GroupSync, GroupAsync, GroupLaunch, GroupH2D, GroupD2H, GroupPeerLocal, GroupPeer, GroupAllReduce, GroupTracing, GroupTransport}
 
 // NativeGroups are the groups whose only baseline is native CUDA: a run
 // without Env.Native leaves them out (and refuses them when asked for).
@@ -330,6 +330,8 @@ func Run(ctx context.Context, env Env, opt Options) (*Report, error) {
 			err = r.copyGroup(g)
 		case GroupAllReduce:
 			err = r.allReduceGroup()
+		case GroupTracing:
+			err = r.tracingGroup()
 		case GroupTransport:
 			err = r.transportGroup()
 		}
