@@ -185,6 +185,16 @@ func (l *ExecLauncher) Launch(ctx context.Context, cfg worker.Config) (WorkerHan
 
 	// The config, then keep stdin open: its end tells the worker to stop.
 	if _, err := inW.Write(append(line, '\n')); err != nil {
+		// The worker is gone or stopped reading. What it wrote, if it
+		// wrote anything before, says more than the broken pipe.
+		select {
+		case r := <-got:
+			if r.err != nil {
+				h.kill()
+				return nil, fmt.Errorf("server: worker pid %d: %w (%s)", cmd.Process.Pid, r.err, tailOf(tail))
+			}
+		case <-time.After(reportGrace):
+		}
 		h.kill()
 		return nil, fmt.Errorf("server: send config to worker: %w (%s)", err, tailOf(tail))
 	}
