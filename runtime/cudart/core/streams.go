@@ -192,15 +192,8 @@ func (s *Shim) EventRecordFlags(e uint64, dev int, h uint64, flags uint32) error
 // EventQuery returns nil once event e's work is done, cudaErrorNotReady
 // before.
 func (s *Shim) EventQuery(e uint64) error {
-	c, err := s.Client()
+	c, ev, err := s.waitable("cudaEventQuery", e)
 	if err != nil {
-		return err
-	}
-	ev, err := s.event(e)
-	if err != nil {
-		return err
-	}
-	if err := s.checkEvent("cudaEventQuery", e); err != nil {
 		return err
 	}
 	return c.EventQuery(ev)
@@ -208,18 +201,28 @@ func (s *Shim) EventQuery(e uint64) error {
 
 // EventSynchronize waits for event e.
 func (s *Shim) EventSynchronize(e uint64) error {
-	c, err := s.Client()
+	c, ev, err := s.waitable("cudaEventSynchronize", e)
 	if err != nil {
-		return err
-	}
-	ev, err := s.event(e)
-	if err != nil {
-		return err
-	}
-	if err := s.checkEvent("cudaEventSynchronize", e); err != nil {
 		return err
 	}
 	return c.EventSynchronize(ev)
+}
+
+// waitable returns the client and event e for op, a call that waits for
+// or queries e: refused for an event last recorded in a capture.
+func (s *Shim) waitable(op string, e uint64) (*runtime.Client, runtime.Event, error) {
+	c, err := s.Client()
+	if err != nil {
+		return nil, runtime.Event{}, err
+	}
+	ev, err := s.event(e)
+	if err != nil {
+		return nil, runtime.Event{}, err
+	}
+	if err := s.checkEvent(op, e); err != nil {
+		return nil, runtime.Event{}, err
+	}
+	return c, ev, nil
 }
 
 // EventElapsedTime returns the milliseconds between two recorded events.
